@@ -1,0 +1,5 @@
+"""The `paternalism` trait: its definition is `datasets/traits/paternalism.json`."""
+
+from pv_harness.default_plugins import bundled_trait_hook
+
+register_traits = bundled_trait_hook("paternalism")

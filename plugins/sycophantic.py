@@ -1,0 +1,5 @@
+"""The `sycophantic` trait: its definition is `datasets/traits/sycophantic.json`."""
+
+from pv_harness.default_plugins import bundled_trait_hook
+
+register_traits = bundled_trait_hook("sycophantic")

@@ -1,0 +1,26 @@
+"""The `pv` command line. Each command group lives in its own module and is attached here."""
+
+from __future__ import annotations
+
+import click
+
+from pv_harness import __version__
+from pv_harness.cli.model import model
+from pv_harness.cli.plugins import plugins
+from pv_harness.cli.traits import traits
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pv")
+def main() -> None:
+    """pv-harness: persona vectors on inspect-ai.
+
+    Find the direction in a model's activations that carries a character trait, then monitor,
+    steer and predict that trait. Tasks run with `inspect eval pv_harness/<task>`; this command
+    manages traits, plugins, models and the pipeline around them.
+    """
+
+
+main.add_command(plugins)
+main.add_command(traits)
+main.add_command(model)

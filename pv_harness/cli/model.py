@@ -1,0 +1,38 @@
+"""`pv model`: install and list local models (the embedded default is `smollm2`)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pv_harness import model_store
+
+
+@click.group()
+def model() -> None:
+    """Local models for the `pv/` provider."""
+
+
+@model.command()
+@click.argument("alias", default=model_store.DEFAULT_MODEL)
+@click.option("--force", is_flag=True, help="Convert again even if installed.")
+def install(alias: str, force: bool) -> None:
+    """Install an embedded model (default: smollm2) and print its folder."""
+    try:
+        path = model_store.install(alias, force=force, log=lambda msg: click.echo(msg, err=True))
+    except model_store.ModelStoreError as ex:
+        click.secho(f"error: {ex}", fg="red", err=True)
+        sys.exit(1)
+    click.echo(str(path))
+
+
+@model.command("list")
+def list_models() -> None:
+    """Show installed models and their folders."""
+    found = model_store.installed()
+    for alias in model_store.EMBEDDED:
+        if alias not in found:
+            click.echo(f"{alias:<12} not installed  (pv model install {alias})")
+    for alias, path in found.items():
+        click.echo(f"{alias:<12} {path}")

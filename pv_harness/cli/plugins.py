@@ -1,0 +1,32 @@
+"""`pv plugins`: what is installed and what failed to load."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pv_harness import plugins as registry
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--all", "show_all", is_flag=True, help="Include the first-party (built-in) plugins.")
+def plugins(as_json: bool, show_all: bool) -> None:
+    """List installed plugins (name, version, hooks) and any that failed to load."""
+    infos = [i for i in registry.plugin_infos() if show_all or not i.first_party]
+    errors = registry.plugin_errors()
+    if as_json:
+        click.echo(json.dumps({
+            "plugins": [{"name": i.name, "version": i.version, "hooks": i.hooks, "first_party": i.first_party}
+                        for i in infos],
+            "errors": [{"plugin": e.plugin, "reason": e.reason} for e in errors],
+        }, indent=2))
+        return
+    if not infos:
+        click.echo("No third-party plugins installed (use --all to include the built-in ones).")
+    for info in infos:
+        origin = "built-in" if info.first_party else (info.version or "?")
+        click.echo(f"{info.name:<24} {origin:<10} {', '.join(info.hooks)}")
+    for error in errors:
+        click.secho(f"error: {error}", fg="red", err=True)

@@ -1,0 +1,91 @@
+"""`pv traits`: list, show, validate and export trait definitions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pv_harness import plugins as registry
+from pv_harness.traits import TraitError, load_any
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def _trait(name: str):  # noqa: ANN202 - click helper
+    try:
+        return registry.get_trait(name)
+    except TraitError as ex:
+        _fail(str(ex))
+
+
+@click.group()
+def traits() -> None:
+    """Trait definitions registered by plugins."""
+
+
+@traits.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_traits(as_json: bool) -> None:
+    """List every registered trait with the plugin that provides it."""
+    known = registry.traits()
+    if as_json:
+        click.echo(json.dumps([{"name": n, "plugin": registry.trait_plugin(n), "description": t.description}
+                               for n, t in known.items()], indent=2))
+    else:
+        for name, trait in known.items():
+            click.echo(f"{name:<20} {registry.trait_plugin(name):<20} {trait.description[:70]}")
+    for error in registry.plugin_errors():
+        click.secho(f"warning: {error}", fg="yellow", err=True)
+
+
+@traits.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole definition as JSON.")
+def show(name: str, as_json: bool) -> None:
+    """Show one trait: instructions, question counts and judge prompt."""
+    trait = _trait(name)
+    if as_json:
+        click.echo(trait.model_dump_json(indent=2))
+        return
+    click.secho(f"{trait.name}  (plugin: {registry.trait_plugin(name)})", bold=True)
+    click.echo(trait.description)
+    click.echo(f"\nassistant names: pos={trait.assistant_name('pos')!r}  neg={trait.assistant_name('neg')!r}")
+    click.echo(f"questions: {len(trait.extraction_questions)} extraction, "
+               f"{len(trait.evaluation_questions)} evaluation")
+    for i, pair in enumerate(trait.instructions):
+        click.echo(f"\n[{i}] pos: {pair.pos}\n    neg: {pair.neg}")
+    click.echo("\nfirst extraction questions:")
+    for question in trait.extraction_questions[:3]:
+        click.echo(f"  - {question}")
+    click.echo(f"\njudge prompt:\n{trait.judge_prompt}")
+
+
+@traits.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Validate trait files: our JSON, a paper-format folder, or a trait_data_extract/*.json file."""
+    failed = 0
+    for path in paths:
+        try:
+            for trait in load_any(path):
+                click.echo(f"ok  {trait.name}  ({path})")
+        except TraitError as ex:
+            failed += 1
+            click.secho(f"invalid  {ex}", fg="red", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@traits.command("export")
+@click.argument("name")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def export(name: str, directory: Path) -> None:
+    """Write a trait in the paper's format: DIRECTORY/trait_data_{extract,eval}/NAME.json."""
+    for path in _trait(name).export_paper(directory):
+        click.echo(str(path))
