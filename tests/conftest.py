@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny random-weight model (seconds to build) and the real embedded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pv_harness import model_store
+
+
+def smollm2_dir() -> Path:
+    """The installed embedded model; `make test` installs it before running pytest."""
+    if not model_store.is_installed("smollm2"):
+        pytest.fail("the embedded model is not installed: run `pv model install smollm2` (make test does)")
+    return model_store.model_dir("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-layer Llama with random weights and SmolLM2's tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
