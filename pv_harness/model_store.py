@@ -144,6 +144,8 @@ def install(alias: str = DEFAULT_MODEL, *, force: bool = False, log: Callable[[s
     spec = EMBEDDED[alias]
     gguf = _gguf_path(spec, log)
     models_dir().mkdir(parents=True, exist_ok=True)
+    for stale in models_dir().glob(f".{alias}.partial-*"):  # left by a killed earlier run
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=models_dir(), prefix=f".{alias}.partial-"))
     staging.chmod(0o755)
     try:
