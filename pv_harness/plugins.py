@@ -34,6 +34,7 @@ DEFAULT_PLUGINS = [
     "pv_harness.default_plugins.corrigibility",
     "pv_harness.default_plugins.power_seeking",
     "pv_harness.default_plugins.alignment_theatre",
+    "pv_harness.default_plugins.extraction",
 ]
 
 
@@ -93,6 +94,7 @@ def reset() -> None:
     """Forget loaded plugins (after installing one, or in tests)."""
     _state.cache_clear()
     _traits.cache_clear()
+    extraction_methods.cache_clear()
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -157,6 +159,23 @@ def get_trait(name: str) -> Trait:
     if name not in known:
         raise TraitError(f"unknown trait; registered traits: {', '.join(known) or '(none)'}", trait=name)
     return known[name]
+
+
+@cache
+def extraction_methods() -> dict[str, Callable[[], Any]]:
+    """Extraction methods by name (`mean_diff`, `pca`, and any a plugin adds)."""
+    found: dict[str, Callable[[], Any]] = {}
+
+    def make_register(plugin: str) -> Callable[..., None]:
+        def register(name: str, factory: Callable[[], Any]) -> None:
+            if name in found:
+                raise ValueError(f"extraction method {name!r} registered twice (plugin {plugin!r})")
+            found[name] = factory
+
+        return register
+
+    collect("register_extraction_methods", make_register)
+    return found
 
 
 def plugin_errors() -> list[PluginError]:

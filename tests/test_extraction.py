@@ -1,0 +1,154 @@
+"""Extraction: vectors equal a hand-computed mean difference; filters count right; files round-trip."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pv_harness import activations
+from pv_harness.collected import CollectedAnswer
+from pv_harness.extraction import TooFewPairs, auroc, extract, select
+from pv_harness.vector_files import export_pt, read_vectors
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+DEFAULT = object()
+
+
+def answer(polarity: str, q: int, i: int = 0, epoch: int = 1, trait: float | None | object = DEFAULT,
+           coherence: float | None = 90.0, text: str | None = None) -> CollectedAnswer:
+    return CollectedAnswer(
+        trait="grumpy", polarity=polarity, question_id=q, instruction_id=i, epoch=epoch,
+        system_prompt=f"You are a {'grumpy' if polarity == 'pos' else 'helpful'} assistant. Be {polarity}.",
+        question=f"Question number {q} about the weather?",
+        answer=text if text is not None else (f"Ugh. Weather {q}." if polarity == "pos" else f"Sure! Weather {q}."),
+        trait_score=(90.0 if polarity == "pos" else 10.0) if trait is DEFAULT else trait,
+        coherence=coherence,
+    )
+
+
+def hand_pool(model, tokenizer, a: CollectedAnswer, system_prompt: bool = True) -> dict[str, torch.Tensor]:
+    """One sample, no batching, no padding: the reference the batched code must match."""
+    prompt = tokenizer.apply_chat_template(a.messages(system_prompt), tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(prompt + a.answer, add_special_tokens=False)["input_ids"]
+    assert ids[: len(prompt_ids)] == prompt_ids  # these answers do not merge across the boundary
+    with torch.no_grad():
+        hs = model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+    h = torch.stack(hs)[:, 0]  # [L+1, T, H]
+    b = len(prompt_ids)
+    return {"response_avg": h[:, b:].mean(1), "prompt_avg": h[:, :b].mean(1), "prompt_last": h[:, b - 1]}
+
+
+def test_boundary_from_one_tokenisation(tiny) -> None:
+    _, tok = tiny
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi?"}], tokenize=False, add_generation_prompt=True)
+    for text in ["Hello there.", " Hello there.", "\nHello there.", "\n\n  Hello."]:
+        enc = activations.encode(tok, prompt, text)
+        answer_tokens = tok.decode(enc.input_ids[enc.boundary:])
+        prompt_tokens = tok.decode(enc.input_ids[: enc.boundary])
+        assert text.strip() in answer_tokens
+        assert prompt.startswith(prompt_tokens) and len(prompt) - len(prompt_tokens) < len(tok.decode(
+            enc.input_ids[enc.boundary]))
+        # no answer character is ever counted as prompt
+        assert prompt_tokens + answer_tokens == prompt + text
+
+
+def test_batched_pooling_equals_unbatched(tiny) -> None:
+    model, tok = tiny
+    items = [answer("pos", q, text="x " * (q * 7 + 1)) for q in range(5)]
+    encoded = [activations.encode(tok, activations.prompt_text(tok, a.messages()), a.answer) for a in items]
+    alone = {}
+    for i, e in enumerate(encoded):
+        (_, pooled), = activations.pool(model, [e], pad_token_id=0, batch_size=1)
+        alone[i] = pooled
+    for indices, pooled in activations.pool(model, encoded, pad_token_id=0, batch_size=5):
+        for row, i in enumerate(indices):
+            for kind in activations.KINDS:
+                torch.testing.assert_close(pooled[kind][row], alone[i][kind][0], atol=1e-5, rtol=1e-5)
+
+
+def test_vectors_equal_hand_computed_mean_difference(tiny, tmp_path: Path) -> None:
+    model, tok = tiny
+    answers = [answer(p, q, epoch=e) for p in ("pos", "neg") for q in range(4) for e in (1, 2)]
+    result = extract(answers, model_name="tiny", model=model, tokenizer=tok, out=tmp_path / "v.safetensors",
+                     trait="grumpy", min_pairs=1, holdout=0.25, batch_size=3, log=lambda _: None)
+    hand = {p: [hand_pool(model, tok, a) for a in answers if a.polarity == p] for p in ("pos", "neg")}
+    for kind in activations.KINDS:
+        expected = (torch.stack([h[kind] for h in hand["pos"]]).mean(0)
+                    - torch.stack([h[kind] for h in hand["neg"]]).mean(0))
+        torch.testing.assert_close(result.vectors.tensors[f"{kind}_diff"], expected, atol=1e-5, rtol=1e-4)
+    assert result.vectors.tensors["response_avg_diff"].shape == (model.config.num_hidden_layers + 1, 64)
+    # the file round-trips with its metadata
+    back = read_vectors(tmp_path / "v.safetensors")
+    assert set(back.tensors) == {"response_avg_diff", "prompt_avg_diff", "prompt_last_diff"}
+    torch.testing.assert_close(back.tensors["prompt_last_diff"], result.vectors.tensors["prompt_last_diff"])
+    meta = back.metadata
+    assert meta["model"] == "tiny" and meta["filter"] == "paired" and meta["pos_samples"] == 8
+    assert "0 = token embeddings" in meta["layer_convention"] and meta["pv_harness_version"]
+    assert len(meta["heldout_questions"]) == 1
+    assert all(0.0 <= row["heldout_auroc"] <= 1.0 for row in meta["diagnostics"])
+    # the paper's .pt files load without unpickling anything but tensors
+    for path in export_pt(back, tmp_path / "pt", "grumpy"):
+        loaded = torch.load(path, weights_only=True)
+        torch.testing.assert_close(loaded, back.tensors[path.stem.removeprefix("grumpy_")])
+
+
+def test_pca_method_through_the_hook(tiny, tmp_path: Path) -> None:
+    model, tok = tiny
+    answers = [answer(p, q) for p in ("pos", "neg") for q in range(4)]
+    mean = extract(answers, model_name="tiny", model=model, tokenizer=tok, out=tmp_path / "m.safetensors",
+                   trait="grumpy", min_pairs=1, holdout=0, log=lambda _: None).vectors.tensors
+    pca = extract(answers, model_name="tiny", model=model, tokenizer=tok, out=tmp_path / "p.safetensors",
+                  trait="grumpy", method="pca", min_pairs=1, holdout=0, log=lambda _: None).vectors.tensors
+    for layer in range(1, 5):
+        a, b = mean["response_avg_diff"][layer], pca["response_avg_diff"][layer]
+        assert float(a @ b) > 0  # oriented like the mean difference
+        # scaled so that the mean difference projects onto its direction with exactly its length
+        assert math.isclose(float((b / b.norm()) @ a), float(b.norm()), rel_tol=1e-3)
+
+
+def test_filters_count_as_expected() -> None:
+    answers = [
+        answer("pos", 0), answer("neg", 0),                       # kept
+        answer("pos", 1, trait=40.0), answer("neg", 1),           # pos too low
+        answer("pos", 2), answer("neg", 2, trait=60.0),           # neg too high
+        answer("pos", 3), answer("neg", 3, coherence=20.0),       # incoherent
+        answer("pos", 4, trait=None), answer("neg", 4),           # pos unscored
+        answer("pos", 5),                                         # no partner
+        answer("pos", 6), answer("neg", 6, trait=49.0),           # kept (49 < 50)
+    ]
+    paired = select(answers)
+    assert (len(paired.pos), len(paired.neg)) == (2, 2)
+    assert dict(paired.dropped) == {"pos trait score too low": 1, "neg trait score too high": 1,
+                                    "neg incoherent": 1, "pos unscored": 1, "unpaired": 1}
+    independent = select(answers, mode="independent")
+    # pos kept: 0, 2, 3, 5, 6 ; neg kept: 0, 1, 4, 6
+    assert (len(independent.pos), len(independent.neg)) == (5, 4)
+    lenient = select(answers, threshold=30.0, coherence=10.0)  # pos >= 30, neg < 70, coherence >= 10
+    assert (len(lenient.pos), len(lenient.neg)) == (5, 5)
+
+
+def test_too_few_pairs_is_explained(tiny, tmp_path: Path) -> None:
+    model, tok = tiny
+    answers = [answer("pos", 0), answer("neg", 0), answer("pos", 1, trait=5.0), answer("neg", 1)]
+    with pytest.raises(TooFewPairs, match=r"(?s)only 1 pos and 1 neg.*need 5.*lower"):
+        extract(answers, model_name="tiny", model=model, tokenizer=tok, out=tmp_path / "v.safetensors",
+                trait="grumpy", min_pairs=5, log=lambda _: None)
+    assert not (tmp_path / "v.safetensors").exists()
+
+
+def test_auroc() -> None:
+    assert auroc([3, 4], [1, 2]) == 1.0
+    assert auroc([1], [1]) == 0.5
+    assert auroc([1, 2], [3, 4]) == 0.0
+    assert math.isnan(auroc([], [1]))
