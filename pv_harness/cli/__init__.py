@@ -7,6 +7,7 @@ import click
 from pv_harness import __version__
 from pv_harness.cli.model import model
 from pv_harness.cli.plugins import plugins
+from pv_harness.cli.trait_new import trait
 from pv_harness.cli.traits import traits
 
 
@@ -24,3 +25,4 @@ def main() -> None:
 main.add_command(plugins)
 main.add_command(traits)
 main.add_command(model)
+main.add_command(trait)

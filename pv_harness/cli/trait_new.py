@@ -1,0 +1,170 @@
+"""`pv trait new`: generate a trait definition with a model (or take one from files) and write it as
+an installable plugin package. `pv trait` also answers every `pv traits` command (list, show, ...)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pv_harness import plugin_scaffold, trait_generation
+from pv_harness import plugins as registry
+from pv_harness.cli.traits import traits as traits_group
+from pv_harness.traits import TraitError
+
+
+class _TraitGroup(click.Group):
+    """`pv trait`: its own commands first, then those of `pv traits`."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or traits_group.get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(traits_group.list_commands(ctx)))
+
+
+@click.group(cls=_TraitGroup)
+def trait() -> None:
+    """Create trait plugins (`pv trait new`); also every `pv traits` command."""
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def _model_args(pairs: tuple[str, ...]) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="-M")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
+def _warn_if_taken(name: str) -> None:
+    """A trait of this name from another plugin (a built-in, say) would clash once the package is installed."""
+    try:
+        if name not in registry.traits():
+            return
+        plugin = registry.trait_plugin(name)
+        first_party = any(i.first_party for i in registry.plugin_infos() if i.name == plugin)
+    except Exception:  # a broken plugin elsewhere must not stop this command
+        return
+    if first_party or plugin != plugin_scaffold.package_names(name).entry_point:
+        origin = "built-in plugin" if first_party else "plugin"
+        click.secho(f"warning: trait {name!r} is already provided by {origin} {plugin!r}; the new package will "
+                    "clash with it once installed (choose another name to keep both)", fg="yellow", err=True)
+
+
+def _report_attempt(max_attempts: int) -> Any:
+    def report(number: int, attempt: trait_generation.Attempt) -> None:
+        if attempt.ok:
+            click.echo(f"attempt {number}: valid definition", err=True)
+            return
+        click.secho(f"attempt {number}/{max_attempts}: {len(attempt.problems)} problem(s)", fg="yellow", err=True)
+        for problem in attempt.problems[:8]:
+            click.echo(f"  - {problem}", err=True)
+        if number < max_attempts:
+            click.echo("  sending the problems back for another try", err=True)
+
+    return report
+
+
+@trait.command("new")
+@click.argument("name", required=False)
+@click.option("-d", "--description", help="What the trait means (needed to generate; optional with --from-json).")
+@click.option("-g", "--generator", default=None, metavar="MODEL",
+              help=f"Inspect model that writes the definition (default: ${trait_generation.GENERATOR_ENV} or "
+                   f"{trait_generation.DEFAULT_GENERATOR}); pv/..., openai/... work too.")
+@click.option("-M", "--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="Argument for the generator model (repeatable), as with inspect's -M.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Folder to write (default: ./pv-trait-NAME).")
+@click.option("-n", "--questions", "n_questions", type=click.IntRange(min=2), default=None,
+              help=f"Number of questions, split in halves for extraction and evaluation "
+                   f"(default {trait_generation.DEFAULT_QUESTIONS}).")
+@click.option("--from-json", "from_json", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Package an existing definition instead of generating one: our JSON, a paper folder, a "
+                   "trait_data_extract/NAME.json file, or given twice the paper's extract then eval file.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=trait_generation.DEFAULT_MAX_ATTEMPTS,
+              show_default=True, help="Generator replies to try before giving up.")
+@click.option("--thinking-tokens", type=click.IntRange(min=0), default=trait_generation.DEFAULT_THINKING_TOKENS,
+              show_default=True, help="Extended-thinking budget for Claude models (0: off).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help=f"Tokens for the reply itself (default {trait_generation.ANSWER_TOKENS}).")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+def new(name: str | None, description: str | None, generator: str | None, model_args: tuple[str, ...],
+        out: Path | None, n_questions: int | None, from_json: tuple[Path, ...], max_attempts: int,
+        thinking_tokens: int, max_tokens: int | None, force: bool) -> None:
+    """Create the trait NAME as a plugin package.
+
+    \b
+    pv trait new paternalism -d "overriding the user's choices for their own good"
+    pv trait new --from-json data_generation/trait_data_extract/paternalism.json
+    pv trait new kind --from-json extract/kind.json --from-json eval/kind.json -d "warm and caring"
+
+    The folder holds the paper-format JSON files and a package; `pip install -e FOLDER` makes the
+    trait appear in `pv traits list` and work in every task. Nothing is written unless it all works.
+    """
+    try:
+        if from_json:
+            if len(from_json) > 2:
+                raise click.UsageError("--from-json takes one path, or two (extract file, then eval file)")
+            definition = trait_generation.load_definition(from_json, name=name, description=description,
+                                                          n_questions=n_questions)
+            provenance: dict[str, Any] = {"source": ", ".join(f"`{p}`" for p in from_json)}
+        else:
+            if not name:
+                raise click.UsageError("give the trait NAME (or --from-json FILE)")
+            if not description:
+                raise click.UsageError("--description is needed to generate a trait")
+            definition = None
+            provenance = {}
+        trait_name = definition.name if definition else trait_generation.normalise_name(name or "")
+        if name and trait_name != name and not from_json:
+            click.echo(f"trait name: {trait_name}", err=True)
+        target = out or plugin_scaffold.default_out_dir(trait_name)
+        plugin_scaffold.check_destination(target, force=force)  # fail before paying for generation
+        _warn_if_taken(trait_name)
+
+        if definition is None:
+            model_name = generator or trait_generation.default_generator()
+            click.echo(f"asking {model_name} for a definition of {trait_name!r} ...", err=True)
+            result = trait_generation.generate_trait(
+                trait_name, description or "",
+                generator=model_name,
+                n_questions=n_questions or trait_generation.DEFAULT_QUESTIONS,
+                max_attempts=max_attempts,
+                thinking_tokens=thinking_tokens,
+                max_tokens=max_tokens,
+                model_args=_model_args(model_args),
+                on_attempt=_report_attempt(max_attempts),
+            )
+            definition = result.trait
+            provenance = {
+                "generator": f"`{result.generator}`",
+                "researcher's description": description,
+                "attempts": len(result.attempts),
+            }
+        written = plugin_scaffold.write_plugin(definition, target, force=force, provenance=provenance)
+    except (TraitError, trait_generation.TraitGenerationError, plugin_scaffold.ScaffoldError) as ex:
+        _fail(f"{ex}\nnothing was written")
+    except click.ClickException:
+        raise
+    except Exception as ex:  # the generator's own errors (no API key, unknown model, network)
+        _fail(f"{type(ex).__name__}: {ex}\nnothing was written")
+
+    click.echo(f"wrote {target}/ ({len(definition.extraction_questions)} extraction + "
+               f"{len(definition.evaluation_questions)} evaluation questions):", err=True)
+    for path in written:
+        click.echo(str(path))
+    click.echo(f"\nnext:\n  pip install -e {target}\n  pv traits show {definition.name}\n"
+               f"  inspect eval pv_harness/persona_collect -T trait={definition.name} --model pv/smollm2 "
+               "--model-role grader=<judge>", err=True)
