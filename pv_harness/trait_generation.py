@@ -35,6 +35,7 @@ from pv_harness.traits import (
     TraitError,
     load_any,
     load_paper_trait,
+    load_trait,
     validate_trait,
 )
 
@@ -409,7 +410,7 @@ async def generate_trait_async(
     on_attempt: Callable[[int, Attempt], None] | None = None,
 ) -> GenerationResult:
     """Ask the generator for a definition, sending problems back until it is valid or attempts run out."""
-    from inspect_ai.model import ChatMessageAssistant, ChatMessageUser
+    from inspect_ai.model import ChatMessageUser
 
     name = normalise_name(name)
     if not description or not description.strip():
@@ -443,7 +444,7 @@ async def generate_trait_async(
         if attempt.ok:
             return GenerationResult(trait=trait, generator=str(model), attempts=attempts)
         messages += [
-            ChatMessageAssistant(content=output.message.content, model=output.message.model),
+            output.message,  # as sent back, thinking blocks included (providers that need them get them)
             ChatMessageUser(content=build_feedback(attempt.problems, n_questions)),
         ]
     summary = "\n".join(f"  attempt {i}: {_summarise(a.problems)}" for i, a in enumerate(attempts, 1))
@@ -504,18 +505,20 @@ def load_definition(paths: Sequence[str | Path], *, name: str | None = None,
 
 def _load_single(path: Path, slug: str | None, description: str | None, n_questions: int | None) -> Trait:
     if path.is_dir():
-        traits = load_any(path)
-        if slug:
-            chosen = [t for t in traits if t.name == slug]
-            if not chosen:
-                raise TraitError(f"no trait {slug!r} here; found {', '.join(t.name for t in traits)}",
-                                 source=str(path))
+        # a folder `pv trait new` wrote: its package holds the full definition (the paper's files lack
+        # the description and assistant name)
+        ours = [f for f in sorted(path.glob("pv_trait_*/*.json")) if f.stem == f.parent.name.removeprefix("pv_trait_")]
+        traits = [load_trait(f) for f in ours] if ours else load_any(path)
+        chosen = [t for t in traits if t.name == slug]
+        if chosen:
             trait = chosen[0]
         elif len(traits) == 1:
-            trait = traits[0]
+            trait = traits[0]  # renamed to `slug` by the caller, if one was given
+        elif not traits:
+            raise TraitError("no trait definitions in this folder", source=str(path))
         else:
-            raise TraitError(f"{len(traits)} traits here ({', '.join(t.name for t in traits)}); name the one "
-                             "to package", source=str(path))
+            found = ", ".join(t.name for t in traits)
+            raise TraitError(f"{len(traits)} traits here ({found}); name the one to package", source=str(path))
         return _with_description(trait, description, path)
     if path.parent.name == PAPER_EXTRACT_DIR and (path.parent.parent / PAPER_EVAL_DIR / path.name).exists():
         return _with_description(load_any(path)[0], description, path)

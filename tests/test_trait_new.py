@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, Model, ModelOutput, ModelUsage, get_model
+from inspect_ai.model import (
+    ChatMessageAssistant,
+    ChatMessageUser,
+    ContentReasoning,
+    ContentText,
+    Model,
+    ModelOutput,
+    ModelUsage,
+    get_model,
+)
 
 from pv_harness import plugin_scaffold, trait_generation
 from pv_harness.cli import main
@@ -152,6 +161,29 @@ def test_valid_json_first_time(use_mock: Callable[..., Recorder]) -> None:
 def test_fenced_json_with_prose(use_mock: Callable[..., Recorder]) -> None:
     use_mock("Sure! Here is the definition.\n```json\n" + json.dumps(reply(), indent=2) + "\n```\nLet me know.")
     assert generate_trait("overcaution", "too careful").trait.judge_prompt == JUDGE
+
+
+def test_thinking_is_not_parsed_and_is_sent_back(use_mock: Callable[..., Recorder],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = use_mock("unused")
+    replies = iter([
+        [ContentReasoning(reasoning='Draft: {"questions": []}', signature="sig"), ContentText(text="no JSON, sorry")],
+        [ContentReasoning(reasoning="Fixing it."), ContentText(text=json.dumps(reply()))],
+    ])
+
+    def thinking(input: list[Any], *rest: Any) -> ModelOutput:
+        recorder.calls.append(list(input))
+        result = ModelOutput.from_content(model="mockllm", content=next(replies))
+        result.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
+        return result
+
+    monkeypatch.setattr(trait_generation, "resolve_generator",
+                        lambda generator, **_: get_model("mockllm/model", custom_outputs=thinking, memoize=False))
+    result = generate_trait("overcaution", "too careful")
+    assert result.attempts[0].problems == ["the reply holds no valid JSON object (Expecting value at line 1 column 1)"]
+    sent_back = recorder.calls[1][1]
+    assert isinstance(sent_back, ChatMessageAssistant)
+    assert isinstance(sent_back.content[0], ContentReasoning) and sent_back.content[0].signature == "sig"
 
 
 def test_invalid_then_fixed_on_retry(use_mock: Callable[..., Recorder]) -> None:
@@ -306,6 +338,10 @@ def test_from_json_our_format_and_single_list(tmp_path: Path) -> None:
     broken.write_text(json.dumps({"instruction": [], "questions": ["a"], "eval_prompt": "x"}))
     with pytest.raises(TraitError, match="broken.json"):
         load_definition([broken])
+    # a folder written by `pv trait new`, repackaged under another name
+    plugin_scaffold.write_plugin(trait, tmp_path / "pkg")
+    assert load_definition([tmp_path / "pkg"]) == trait
+    assert load_definition([tmp_path / "pkg"], name="careful") == trait.model_copy(update={"name": "careful"})
     result = CliRunner().invoke(main, ["trait", "new", "--from-json", str(broken), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "nothing was written" in result.output
     assert not (tmp_path / "o").exists()
