@@ -9,14 +9,14 @@ it. Our own files are the model's JSON; the paper's are two files per trait
 from __future__ import annotations
 
 import json
-import os
 import re
 import string
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pv_harness.files import atomic_write_json
 
 INSTRUCTION_PAIRS = 5
 DEFAULT_QUESTIONS_PER_SPLIT = 20
@@ -160,23 +160,9 @@ class Trait(BaseModel):
         paths = []
         for sub, version in ((PAPER_EXTRACT_DIR, "extract"), (PAPER_EVAL_DIR, "eval")):
             path = directory / sub / f"{self.name}.json"
-            write_json_atomic(path, self.to_paper(version))
+            atomic_write_json(path, self.to_paper(version))
             paths.append(path)
         return paths[0], paths[1]
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=4, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -217,7 +203,7 @@ def load_trait(path: str | Path) -> Trait:
 
 
 def save_trait(trait: Trait, path: str | Path) -> None:
-    write_json_atomic(Path(path), trait.model_dump(exclude_none=True))
+    atomic_write_json(Path(path), trait.model_dump(exclude_none=True))
 
 
 def _paper_field(data: Any, key: str, path: Path, trait: str) -> Any:

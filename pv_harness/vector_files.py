@@ -7,8 +7,6 @@ so nested details (counts, diagnostics, source logs) survive, plus the project v
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pv_harness import __version__
+from pv_harness.files import atomic_write
 
 META_KEY = "pv_harness"
 
@@ -28,24 +27,12 @@ class VectorFile:
     metadata: dict[str, Any]
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_vectors(vectors: VectorFile, path: str | Path) -> Path:
     """Write atomically: a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     meta = {**vectors.metadata, "pv_harness_version": __version__}
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in vectors.tensors.items()}
-    _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)}))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)}))
     return path
 
 
@@ -57,11 +44,20 @@ def read_vectors(path: str | Path) -> VectorFile:
     return VectorFile(tensors, json.loads(raw) if raw else {})
 
 
+def read_any(path: str | Path, kind: str = "response_avg_diff") -> VectorFile:
+    """A file we wrote (all kinds, with metadata) or the paper's `.pt` (one tensor, named `kind`)."""
+    from pv_harness.vectors import load_vector_rows
+
+    if Path(path).suffix in (".pt", ".pth"):
+        return VectorFile({kind: load_vector_rows(path, kind)}, {"source": "paper .pt file", "kind": kind})
+    return read_vectors(path)
+
+
 def export_pt(vectors: VectorFile, directory: str | Path, trait: str) -> list[Path]:
     """The paper's three files, `<trait>_<kind>.pt`, each one plain tensor (loads with weights_only=True)."""
     paths = []
     for kind, tensor in vectors.tensors.items():
         path = Path(directory) / f"{trait}_{kind}.pt"
-        _atomic(path, lambda tmp, t=tensor: torch.save(t.detach().cpu().clone(), tmp))
+        atomic_write(path, lambda tmp, t=tensor: torch.save(t.detach().cpu().clone(), tmp))
         paths.append(path)
     return paths
