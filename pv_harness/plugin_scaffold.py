@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pv_harness import __version__
-from pv_harness.traits import Trait, write_json_atomic
+from pv_harness.files import atomic_write_json
+from pv_harness.traits import Trait
 
 
 class ScaffoldError(RuntimeError):
@@ -197,7 +198,7 @@ def write_plugin(trait: Trait, out: str | Path, *, force: bool = False,
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             relative.append(Path(rel))
-        write_json_atomic(staging / names.module / f"{trait.name}.json", trait.model_dump(exclude_none=True))
+        atomic_write_json(staging / names.module / f"{trait.name}.json", trait.model_dump(exclude_none=True))
         relative.append(Path(names.module) / f"{trait.name}.json")
         for path in trait.export_paper(staging):
             relative.append(path.relative_to(staging))
