@@ -2,3 +2,5 @@
 
 Keep this module cheap to import: heavy libraries (torch, transformers) load inside factories.
 """
+
+from pv_harness.provider import pv  # noqa: F401

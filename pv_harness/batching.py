@@ -1,0 +1,111 @@
+"""Collect concurrent inspect requests into batches for one local model.
+
+inspect calls `generate` once per sample, concurrently (up to max_connections). A worker thread takes the
+first waiting request, keeps collecting while more keep arriving (a quiet gap of `gap` seconds ends the
+collection, `max_wait` caps it, `max_batch` caps its size) and runs the batch; requests that arrive
+meanwhile form the next batch as soon as it finishes. The torch work runs on the worker thread, so the
+event loop stays free to accept requests. The thread is independent of any event loop, so one loaded
+model serves successive `eval()` calls (each of which runs its own loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import anyio
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class Batcher(Generic[R, T]):
+    """Run `run_batch(requests) -> results` on a worker thread over batches of concurrent submissions."""
+
+    def __init__(self, run_batch: Callable[[list[R]], Sequence[T | BaseException]], *, max_batch: int = 32,
+                 gap: float = 0.01, max_wait: float = 0.1, name: str = "pv-batcher") -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.gap = gap
+        self.max_wait = max_wait
+        self.name = name
+        self.batch_sizes: list[int] = []  # for benchmarks and tests
+        self._queue: queue.Queue[tuple[R, concurrent.futures.Future[T]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def submit(self, request: R) -> T:
+        """Queue one request and wait for its result (an exception from the batch is raised here)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._ensure_thread()
+        self._queue.put((request, future))
+        return await _wait(future)
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+                self._thread.start()
+
+    def close(self) -> None:
+        """Stop the worker after the batches already queued."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                self._queue.put(None)
+            self._thread = None
+
+    def _collect(self, first: tuple[R, concurrent.futures.Future[T]]) -> tuple[list[Any], bool]:
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch:
+            wait = min(self.gap, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = self._collect(first)
+            live = [(req, fut) for req, fut in batch if fut.set_running_or_notify_cancel()]
+            if live:
+                self.batch_sizes.append(len(live))
+                try:
+                    results = self.run_batch([req for req, _ in live])
+                except BaseException as ex:  # noqa: BLE001 - hand any failure to every waiting request
+                    for _, fut in live:
+                        fut.set_exception(ex)
+                else:
+                    for (_, fut), result in zip(live, results, strict=True):
+                        if isinstance(result, BaseException):
+                            fut.set_exception(result)
+                        else:
+                            fut.set_result(result)
+            if stop:
+                return
+
+
+async def _wait(future: concurrent.futures.Future[T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # not asyncio (trio)
+    else:
+        return await asyncio.wrap_future(future)
+    while not future.done():  # trio and others: poll, briefly
+        await anyio.sleep(0.005)
+    return future.result()

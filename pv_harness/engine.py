@@ -1,0 +1,556 @@
+"""The generation engine behind `pv/`: a batched decode loop with a KV cache, written out by hand.
+
+Why not `model.generate`: every row of a batch needs its own steering, monitoring, sampling settings and
+random generator, and a judge needs exact continuation log-probabilities; a short explicit loop does all of
+that in one place. Prompts are left-padded; position ids come from the attention mask, so a padded row
+computes what it would alone (up to float rounding).
+
+Monitoring convention: for each generated token (an end-of-turn token excluded) the projection is taken
+at that token's own position, i.e. when it is fed back in; `prompt_last` is the last prompt position (whose
+output produced the first token). These are the positions extraction averages over (`response_avg`,
+`prompt_last`), so monitored values and vectors share one frame. A token the loop never fed (the last one,
+when generation stopped on length or a stop sequence) is fed once more, up to the deepest monitored layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from pv_harness.layers import ModelLayers, find_layers
+from pv_harness.steering import Interventions, MonitorSpec, SteerSpec, StopForward
+from pv_harness.vectors import VectorCache
+
+StopReason = Literal["stop", "max_tokens", "model_length"]
+SYSTEM_JOIN = "\n\n"
+SCORE_MEMORY_BYTES = 512 * 2**20  # per chunk of continuations (expanded KV cache plus logits)
+
+
+@dataclass
+class GenRequest:
+    """One prompt to continue; `temperature` 0 means greedy."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_seqs: list[str] = field(default_factory=list)
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    steer: list[SteerSpec] = field(default_factory=list)
+    monitor: list[MonitorSpec] = field(default_factory=list)
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass
+class GenResult:
+    token_ids: list[int]  # generated tokens, a final end-of-turn token included
+    text: str
+    stop_reason: StopReason
+    input_tokens: int
+    output_tokens: int
+    logprobs: list[TokenLogprob] | None = None
+    monitor: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class ScoreRequest:
+    """Score each continuation (token ids, end of turn already appended) after the prompt."""
+
+    prompt_ids: list[int]
+    continuations: list[list[int]]
+    steer: list[SteerSpec] = field(default_factory=list)
+
+
+@dataclass
+class ScoreResult:
+    logprobs: list[float]
+    input_tokens: int
+    scored_tokens: int
+
+
+def resolve_device(device: str | None) -> str:
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    """float32 on CPU (fast and exact there); the checkpoint's own dtype on accelerators."""
+    if dtype is None:
+        return torch.float32 if device.startswith("cpu") else "auto"
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
+    return resolved
+
+
+class Engine:
+    """A loaded model and tokenizer, with batched generation and continuation scoring."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.layers: ModelLayers = find_layers(model)
+        text_config = model.config.get_text_config()
+        self.hidden: int = text_config.hidden_size
+        self.num_layers = self.layers.num_layers
+        self.max_length: int | None = getattr(text_config, "max_position_embeddings", None)
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.vectors = VectorCache()
+        self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        self.system_role = self._template_has_system_role()
+        self.end_of_turn_id = self._find_end_of_turn()
+        self.stop_ids = self._stop_ids()
+        pad = tokenizer.pad_token_id
+        self.pad_id: int = pad if pad is not None else self.end_of_turn_id
+        self._byte_decoder = _byte_decoder(tokenizer)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, *, device: str | None = None, dtype: Any = None,
+             **from_pretrained: Any) -> Engine:
+        """Load a transformers causal LM from a folder or hub id."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = resolve_device(device)
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, device),
+                                                     **from_pretrained)
+        return cls(model.to(device), tokenizer)
+
+    def default_sampling(self) -> tuple[float, float | None, int | None]:
+        """(temperature, top_p, top_k) when a request sets no temperature: the model's generation_config."""
+        gc = getattr(self.model, "generation_config", None)
+        if gc is not None and getattr(gc, "do_sample", False):
+            return float(gc.temperature or 1.0), gc.top_p, gc.top_k
+        return 0.0, None, None
+
+    # ---- prompts -------------------------------------------------------------------------------------------
+
+    def _render(self, messages: list[dict[str, str]], **kwargs: Any) -> str:
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, **kwargs))
+
+    def _template_has_system_role(self) -> bool:
+        if not self.has_template:
+            return True
+        marker = "PV-SYSTEM-MARKER"
+        try:
+            text = self._render([{"role": "system", "content": marker}, {"role": "user", "content": "hi"}],
+                                add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - templates raise anything (jinja's raise_exception) for system turns
+            return False
+        return marker in text
+
+    def _find_end_of_turn(self) -> int:
+        """The token a chat template puts right after an assistant message (else the tokenizer's eos)."""
+        eos = self.tokenizer.eos_token_id
+        if self.has_template:
+            marker = "PV-ANSWER-MARKER"
+            try:
+                text = self._render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}])
+                tail = text.split(marker, 1)[1]
+                ids = self.tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
+                if ids and ids[0] in set(self.tokenizer.all_special_ids) | set(self._added_special_ids()):
+                    return int(ids[0])
+            except Exception:  # noqa: BLE001 - fall back to eos below
+                pass
+        if eos is None:
+            raise ValueError("the tokenizer has no eos token and no chat template end-of-turn token")
+        return int(eos)
+
+    def _added_special_ids(self) -> list[int]:
+        decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        return [i for i, t in decoder.items() if getattr(t, "special", False)]
+
+    def _stop_ids(self) -> set[int]:
+        ids = {self.end_of_turn_id}
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:
+            ids.update(int(i) for i in (gen_eos if isinstance(gen_eos, list) else [gen_eos]))
+        return ids
+
+    def chat_text(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt text: the chat template with the generation prompt.
+
+        A template without a system role gets the system text folded into the first user message
+        (separated by a blank line). A final assistant message is continued, not closed (prefill).
+        Without a chat template, turns are written as `role: content` lines ending in `assistant:`.
+        """
+        msgs = [dict(m) for m in messages]
+        if not self.system_role:
+            system = SYSTEM_JOIN.join(m["content"] for m in msgs if m["role"] == "system")
+            msgs = [m for m in msgs if m["role"] != "system"]
+            if system:
+                first_user = next((m for m in msgs if m["role"] == "user"), None)
+                if first_user is None:
+                    msgs.insert(0, {"role": "user", "content": system})
+                else:
+                    first_user["content"] = system + SYSTEM_JOIN + first_user["content"]
+        prefill = bool(msgs) and msgs[-1]["role"] == "assistant"
+        if not self.has_template:
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs)
+            return text.removesuffix("\n") if prefill else text + "assistant:"
+        if prefill:
+            return self._render(msgs, continue_final_message=True)
+        return self._render(msgs, add_generation_prompt=True)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of already-templated text (the template supplies any special tokens)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def continuation_ids(self, prompt_text: str, prompt_ids: list[int], continuation: str,
+                         end_of_turn: bool = True) -> list[int]:
+        """Token ids of `continuation` as they follow the prompt (tokenised together), plus end of turn."""
+        full = self.encode(prompt_text + continuation)
+        n = len(prompt_ids)
+        ids = full[n:] if full[:n] == prompt_ids else self.encode(continuation)
+        if end_of_turn:
+            ids = [*ids, self.end_of_turn_id]
+        if not ids:
+            raise ValueError("an empty continuation without end of turn has nothing to score")
+        return ids
+
+    # ---- token strings -------------------------------------------------------------------------------------
+
+    def token_text(self, token_id: int) -> str:
+        """A readable string for one token (spaces as spaces; special tokens by name)."""
+        return str(self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False))
+
+    def token_bytes(self, token_id: int) -> list[int]:
+        """The exact bytes of a byte-level BPE token; otherwise the UTF-8 of its text."""
+        if self._byte_decoder is not None:
+            piece = self.tokenizer.convert_ids_to_tokens(token_id)
+            if isinstance(piece, str) and all(ch in self._byte_decoder for ch in piece):
+                return [self._byte_decoder[ch] for ch in piece]
+        return list(self.token_text(token_id).encode("utf-8"))
+
+    # ---- generation ----------------------------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        """Generate for a batch of requests; each row keeps its own settings, steering and monitors."""
+        if not requests:
+            return []
+        with torch.inference_mode():
+            return _Batch(self, list(requests)).run()
+
+    def score(self, request: ScoreRequest) -> ScoreResult:
+        """Sum of token log-probs of each continuation after the prompt, sharing the prompt's KV cache."""
+        with torch.inference_mode():
+            return self._score(request)
+
+    def _score(self, request: ScoreRequest) -> ScoreResult:
+        dev = self.device
+        prompt = torch.tensor([request.prompt_ids], device=dev)
+        n_prompt = prompt.shape[1]
+        interventions = None
+        if request.steer:
+            interventions = Interventions(self.layers, [request.steer], device=dev, dtype=self.dtype)
+            last = torch.zeros_like(prompt, dtype=torch.bool)
+            last[:, -1] = True
+            interventions.set_step([0], prompt=torch.ones_like(last), response=last)
+        hooks = interventions.hooks() if interventions is not None else _null()
+        with hooks:
+            out = self.model(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True,
+                             logits_to_keep=1)
+        cache = out.past_key_values
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        totals = [float(first[c[0]]) for c in request.continuations]
+
+        per_token = _cache_bytes(cache) / max(n_prompt, 1)
+        vocab = out.logits.shape[-1]
+        longest = max(len(c) for c in request.continuations)
+        per_row = per_token * (n_prompt + longest) + 4 * vocab * longest
+        chunk = max(1, int(SCORE_MEMORY_BYTES // max(per_row, 1)))
+        todo = [i for i, c in enumerate(request.continuations) if len(c) > 1]
+        for start in range(0, len(todo), chunk):
+            rows = todo[start:start + chunk]
+            conts = [request.continuations[i] for i in rows]
+            width = max(len(c) for c in conts) - 1
+            inputs = torch.full((len(rows), width), self.pad_id, device=dev)
+            targets = torch.zeros((len(rows), width), dtype=torch.long, device=dev)
+            mask = torch.zeros((len(rows), width), dtype=torch.long, device=dev)
+            for j, c in enumerate(conts):
+                inputs[j, :len(c) - 1] = torch.tensor(c[:-1], device=dev)
+                targets[j, :len(c) - 1] = torch.tensor(c[1:], device=dev)
+                mask[j, :len(c) - 1] = 1
+            expanded = copy.deepcopy(cache)
+            expanded.batch_repeat_interleave(len(rows))
+            attention = torch.cat([torch.ones((len(rows), n_prompt), dtype=torch.long, device=dev), mask], dim=1)
+            positions = (n_prompt + torch.arange(width, device=dev)).expand(len(rows), -1)
+            if interventions is not None:
+                interventions.set_step([0] * len(rows), prompt=torch.zeros_like(mask), response=mask)
+            with interventions.hooks() if interventions is not None else _null():
+                logits = self.model(input_ids=inputs, attention_mask=attention, position_ids=positions,
+                                    past_key_values=expanded, use_cache=True).logits
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])[..., 0]
+            sums = (logp * mask).sum(-1).tolist()
+            for i, s in zip(rows, sums, strict=True):
+                totals[i] += s
+            del expanded, logits
+        scored = sum(len(c) for c in request.continuations)
+        return ScoreResult(logprobs=totals, input_tokens=n_prompt, scored_tokens=scored)
+
+
+class _null:  # noqa: N801 - a tiny stand-in for contextlib.nullcontext with no typing noise
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _cache_bytes(cache: Any) -> int:
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if t is not None and hasattr(t, "element_size"):
+                total += t.numel() * t.element_size()
+    return total
+
+
+def _byte_decoder(tokenizer: Any) -> dict[str, int] | None:
+    """GPT-2's byte-to-unicode table when the tokenizer is byte-level BPE, else None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    try:
+        decoder = json.loads(backend.to_str()).get("decoder") or {}
+    except Exception:  # noqa: BLE001 - slow tokenizers have no backend
+        return None
+    kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders", []) or []}
+    if "ByteLevel" not in kinds:
+        return None
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+class _Batch:
+    """State of one batched generation: rows, KV cache, per-row sampling and bookkeeping."""
+
+    def __init__(self, engine: Engine, requests: list[GenRequest]) -> None:
+        self.e = engine
+        self.requests = requests
+        self.n = len(requests)
+        dev = engine.device
+        self.generated: list[list[int]] = [[] for _ in requests]
+        self.fed = [0] * self.n  # generated tokens fed back in (their positions seen by the model)
+        self.done = [False] * self.n
+        self.reason: list[StopReason] = ["max_tokens"] * self.n
+        self.logprobs: list[list[TokenLogprob] | None] = [[] if r.logprobs else None for r in requests]
+        self.limits = []
+        for r in requests:
+            limit = r.max_new_tokens
+            if engine.max_length is not None:
+                limit = min(limit, max(engine.max_length - len(r.prompt_ids), 0))
+            self.limits.append(limit)
+        self.generators: list[Any] = []
+        for r in requests:
+            if r.temperature > 0:
+                g = torch.Generator(device=dev)
+                g.manual_seed(r.seed if r.seed is not None else random.SystemRandom().randrange(2**63))
+                self.generators.append(g)
+            else:
+                self.generators.append(None)
+        self.interventions: Interventions | None = None
+        if any(r.steer or r.monitor for r in requests):
+            self.interventions = Interventions(engine.layers, [r.steer for r in requests],
+                                               [r.monitor for r in requests], device=dev, dtype=engine.dtype)
+        self.monitored = [bool(r.monitor) for r in requests]
+
+    def _text_tokens(self, i: int) -> list[int]:
+        ids = self.generated[i]
+        return ids[:-1] if ids and ids[-1] in self.e.stop_ids else ids
+
+    def _complete(self, i: int) -> bool:
+        """Finished, and (if monitored) every text token has been fed so its position was recorded."""
+        return self.done[i] and (not self.monitored[i] or self.fed[i] >= len(self._text_tokens(i)))
+
+    def run(self) -> list[GenResult]:
+        e, dev = self.e, self.e.device
+        width = max(len(r.prompt_ids) for r in self.requests)
+        ids = torch.full((self.n, width), e.pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros((self.n, width), dtype=torch.long, device=dev)
+        for i, r in enumerate(self.requests):
+            if not r.prompt_ids:
+                raise ValueError("empty prompt")
+            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, device=dev)
+            mask[i, width - len(r.prompt_ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        rows = list(range(self.n))  # original index of each batch row
+        iv = self.interventions
+        if iv is not None:
+            last = torch.zeros_like(mask)
+            last[:, -1] = 1
+            iv.set_step(rows, prompt=mask, response=last)
+        cache = None
+        next_pos = positions[:, -1] + 1
+        with iv.hooks() if iv is not None else _null():
+            out = e.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          logits_to_keep=1)
+            for i in range(self.n):
+                if self.limits[i] == 0:
+                    self.done[i], self.reason[i] = True, "model_length"
+            while True:
+                cache = out.past_key_values
+                tokens = self._sample(out.logits[:, -1, :], rows)
+                if all(self.done[i] for i in rows) and all(self._complete(i) for i in rows):
+                    break
+                if all(self.done[i] for i in rows):
+                    self._feed_last(rows, tokens, mask, next_pos, cache)
+                    break
+                # drop finished rows once they are half the batch (an index copy of the cache is not free)
+                finished = [b for b, i in enumerate(rows) if self._complete(i)]
+                if finished and len(finished) * 2 >= len(rows):
+                    keep = torch.tensor([b for b, i in enumerate(rows) if not self._complete(i)], device=dev)
+                    cache.batch_select_indices(keep)
+                    rows = [rows[b] for b in keep.tolist()]
+                    tokens, mask, next_pos = tokens[keep], mask[keep], next_pos[keep]
+                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=dev)], dim=1)
+                for i in rows:
+                    if self.fed[i] < len(self.generated[i]):
+                        self.fed[i] += 1
+                if iv is not None:
+                    one = torch.ones((len(rows), 1), dtype=torch.long, device=dev)
+                    iv.set_step(rows, prompt=torch.zeros_like(one), response=one)
+                out = e.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                              past_key_values=cache, use_cache=True, logits_to_keep=1)
+                next_pos = next_pos + 1
+        return [self._result(i) for i in range(self.n)]
+
+    def _feed_last(self, rows: list[int], tokens: Any, mask: Any, next_pos: Any, cache: Any) -> None:
+        """Feed each row's last token once more so monitors see its position (stops at the deepest monitor)."""
+        iv = self.interventions
+        assert iv is not None
+        dev = self.e.device
+        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=dev)], dim=1)
+        for i in rows:
+            if self.fed[i] < len(self.generated[i]):
+                self.fed[i] += 1
+        one = torch.ones((len(rows), 1), dtype=torch.long, device=dev)
+        iv.set_step(rows, prompt=torch.zeros_like(one), response=one)
+        iv.stop_after = iv.monitor_depth
+        try:
+            self.e.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        except StopForward:
+            pass
+        finally:
+            iv.stop_after = None
+
+    def _sample(self, logits: Any, rows: list[int]) -> Any:
+        """Pick each row's next token, record logprobs, update stop state; finished rows repeat their last token."""
+        logits = logits.float()
+        tokens = logits.argmax(-1)
+        want_lp = [b for b, i in enumerate(rows) if self.logprobs[i] is not None and not self.done[i]]
+        logp = torch.log_softmax(logits, dim=-1) if want_lp else None
+        for b, i in enumerate(rows):
+            r = self.requests[i]
+            if self.done[i] or r.temperature <= 0:
+                continue
+            tokens[b] = _sample_row(logits[b], r.temperature, r.top_p, r.top_k, self.generators[i])
+        chosen = tokens.tolist()
+        out = []
+        for b, i in enumerate(rows):
+            if self.done[i]:
+                out.append(self.generated[i][-1] if self.generated[i] else self.e.pad_id)
+                continue
+            tok = chosen[b]
+            self.generated[i].append(tok)
+            out.append(tok)
+            if logp is not None and self.logprobs[i] is not None:
+                k = max(self.requests[i].top_logprobs or 0, 0)
+                top: list[tuple[int, float]] = []
+                if k:
+                    vals, idx = logp[b].topk(k)
+                    top = list(zip(idx.tolist(), vals.tolist(), strict=True))
+                self.logprobs[i].append(TokenLogprob(tok, float(logp[b, tok]), top))
+            if tok in self.e.stop_ids:
+                self.done[i], self.reason[i] = True, "stop"
+            elif self.requests[i].stop_seqs and self._hit_stop_seq(i):
+                self.done[i], self.reason[i] = True, "stop"
+            elif len(self.generated[i]) >= self.limits[i]:
+                self.done[i] = True
+                self.reason[i] = "max_tokens" if self.limits[i] >= self.requests[i].max_new_tokens else "model_length"
+        return torch.tensor(out, dtype=torch.long, device=logits.device)
+
+    def _hit_stop_seq(self, i: int) -> bool:
+        stops = self.requests[i].stop_seqs
+        tail = self.generated[i][-(max(len(s) for s in stops) + 4):]
+        text = self.e.tokenizer.decode(tail, skip_special_tokens=True)
+        return any(s in text for s in stops)
+
+    def _result(self, i: int) -> GenResult:
+        r = self.requests[i]
+        text_ids = self._text_tokens(i)
+        text = self.e.tokenizer.decode(text_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        if r.stop_seqs:
+            cuts = [text.find(s) for s in r.stop_seqs if s in text]
+            if cuts:
+                text = text[:min(cuts)]
+        monitor = None
+        if r.monitor:
+            assert self.interventions is not None
+            values = self.interventions.monitor_values()[i]
+            tokens = [self.e.token_text(t) for t in text_ids]
+            monitor = []
+            for spec, vals in zip(r.monitor, values, strict=True):
+                projections = vals[1:1 + len(text_ids)]
+                monitor.append({
+                    "layer": spec.layer,
+                    "vector": spec.label,
+                    "kind": spec.kind,
+                    "tokens": tokens,
+                    "projections": projections,
+                    "prompt_last": vals[0] if vals else None,
+                    "response_mean": sum(projections) / len(projections) if projections else None,
+                })
+        return GenResult(
+            token_ids=list(self.generated[i]),
+            text=text,
+            stop_reason=self.reason[i],
+            input_tokens=len(r.prompt_ids),
+            output_tokens=len(self.generated[i]),
+            logprobs=self.logprobs[i],
+            monitor=monitor,
+        )
+
+
+def _sample_row(logits: Any, temperature: float, top_p: float | None, top_k: int | None, generator: Any) -> Any:
+    scores = logits / temperature
+    if top_k is not None and 0 < top_k < scores.shape[-1]:
+        kth = scores.topk(top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, -math.inf)
+    if top_p is not None and 0 < top_p < 1:
+        sorted_scores, order = scores.sort(descending=True)
+        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_scores.softmax(-1) >= top_p  # keep the smallest set whose mass reaches top_p
+        scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), -math.inf)
+    probs = scores.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator)[0]

@@ -1,0 +1,219 @@
+"""The `pv/` model provider: local transformers models for inspect, with steering, monitoring and scoring.
+
+    inspect eval task.py --model pv/smollm2            # the embedded default model (an alias)
+    inspect eval task.py --model pv/path/to/folder -M device=cpu -M dtype=float32 -M max_batch=16
+    inspect eval task.py --model pv/Qwen/Qwen2.5-7B-Instruct   # a hub id (hub or local HF cache)
+
+Per-request options travel in `GenerateConfig.extra_body["pv"]`, so they are logged and are part of
+inspect's model-call cache key (`-M` model args are not):
+
+- `steer`: `[{"vector": <file or floats>, "layer": 20, "coef": 1.5, "positions": "response", "op": "add",
+  "kind": "response_avg_diff"}]` (see `pv_harness.steering`);
+- `monitor`: `[{"vector": ..., "layer": 20, "kind": ...}]` puts per-token projections into
+  `ModelOutput.metadata["pv_monitor"]`;
+- `continuations`: `["0", "1", ..., "100"]` samples nothing: it scores each string followed by the end-of-turn
+  token (unless `"end_of_turn": false`) and returns `metadata["pv_continuations"]`, the best one as completion.
+
+With no `temperature` in the config the model's own generation_config decides (greedy unless it sets
+do_sample). Tools are not supported.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from inspect_ai.model import (
+    ChatCompletionChoice,
+    ChatMessage,
+    ChatMessageAssistant,
+    GenerateConfig,
+    Logprob,
+    Logprobs,
+    ModelAPI,
+    ModelCall,
+    ModelOutput,
+    ModelUsage,
+    TopLogprob,
+    modelapi,
+)
+from inspect_ai.tool import ToolChoice, ToolInfo
+
+PV_KEYS = {"steer", "monitor", "continuations", "end_of_turn"}
+DEFAULT_MAX_BATCH = 32
+DEFAULT_MAX_TOKENS = 2048
+
+
+class PVRequestError(ValueError):
+    """An `extra_body["pv"]` request this provider cannot honour."""
+
+
+def pv_options(config: GenerateConfig) -> dict[str, Any]:
+    """The validated `extra_body["pv"]` dict of a request (empty when absent)."""
+    options = (config.extra_body or {}).get("pv") or {}
+    if not isinstance(options, dict):
+        raise PVRequestError(f'extra_body["pv"] must be a dict, got {type(options).__name__}')
+    unknown = set(options) - PV_KEYS
+    if unknown:
+        raise PVRequestError(f'unknown extra_body["pv"] key(s) {sorted(unknown)}; allowed: {sorted(PV_KEYS)}')
+    conts = options.get("continuations")
+    if conts is not None:
+        if not isinstance(conts, list) or not conts or not all(isinstance(c, str) for c in conts):
+            raise PVRequestError('"continuations" must be a non-empty list of strings')
+        if options.get("monitor"):
+            raise PVRequestError('"monitor" applies to generation; it cannot be combined with "continuations"')
+    if not isinstance(options.get("end_of_turn", True), bool):
+        raise PVRequestError('"end_of_turn" must be true or false')
+    return options
+
+
+class PVModelAPI(ModelAPI):
+    """A transformers causal LM served in-process, batching concurrent requests on one worker thread."""
+
+    def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
+                 config: GenerateConfig | None = None, **model_args: Any) -> None:
+        super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, api_key_vars=[],
+                         config=config or GenerateConfig())
+        from pv_harness.batching import Batcher
+        from pv_harness.engine import Engine
+        from pv_harness.model_store import resolve
+
+        device = model_args.pop("device", None)
+        dtype = model_args.pop("dtype", None)
+        self.max_batch = int(model_args.pop("max_batch", DEFAULT_MAX_BATCH))
+        self.engine = Engine.load(resolve(model_name), device=device, dtype=dtype, **model_args)
+        self.batcher: Batcher[Any, Any] = Batcher(self._run_batch, max_batch=self.max_batch,
+                                                  name=f"pv-batcher:{model_name}")
+
+    def _run_batch(self, requests: list[Any]) -> list[Any]:
+        """Generation requests run as one batch; each scoring request as its own batched pass."""
+        from pv_harness.engine import GenRequest
+
+        results: list[Any] = [None] * len(requests)
+        gen = [i for i, r in enumerate(requests) if isinstance(r, GenRequest)]
+        if gen:
+            try:
+                for i, res in zip(gen, self.engine.generate([requests[i] for i in gen]), strict=True):
+                    results[i] = res
+            except Exception as ex:  # noqa: BLE001 - fail these requests, not the scoring ones
+                for i in gen:
+                    results[i] = ex
+        for i, r in enumerate(requests):
+            if i not in gen:
+                try:
+                    results[i] = self.engine.score(r)
+                except Exception as ex:  # noqa: BLE001
+                    results[i] = ex
+        return results
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    def max_tokens(self) -> int | None:
+        return DEFAULT_MAX_TOKENS
+
+    def max_connections(self) -> int:
+        return self.max_batch
+
+    def collapse_user_messages(self) -> bool:
+        return True
+
+    def collapse_assistant_messages(self) -> bool:
+        return True
+
+    async def generate(self, input: list[ChatMessage], tools: list[ToolInfo], tool_choice: ToolChoice,
+                       config: GenerateConfig) -> tuple[ModelOutput, ModelCall]:
+        from pv_harness.engine import GenRequest
+        from pv_harness.steering import parse_monitor, parse_steer
+
+        if tools:
+            raise NotImplementedError("the pv/ provider does not support tool calling")
+        started = time.monotonic()
+        engine = self.engine
+        options = pv_options(config)
+        messages = [{"role": m.role, "content": m.text} for m in input]
+        for m in messages:
+            if m["role"] not in ("system", "user", "assistant"):
+                raise PVRequestError(f"the pv/ provider cannot send {m['role']!r} messages")
+        prompt_text = engine.chat_text(messages)
+        prompt_ids = engine.encode(prompt_text)
+        shape = {"hidden": engine.hidden, "num_layers": engine.num_layers, "cache": engine.vectors}
+        steer = parse_steer(options.get("steer"), **shape)
+        request: dict[str, Any] = {"prompt": prompt_text, "prompt_tokens": len(prompt_ids)}
+        if options.get("continuations") is not None:
+            return await self._score(options, prompt_text, prompt_ids, steer, request, started)
+
+        monitor = parse_monitor(options.get("monitor"), **shape)
+        temperature, top_p, top_k = engine.default_sampling()
+        if config.temperature is not None:
+            temperature = float(config.temperature)
+            top_p, top_k = None, None
+        top_p = config.top_p if config.top_p is not None else top_p
+        top_k = config.top_k if config.top_k is not None else top_k
+        gen = GenRequest(
+            prompt_ids=prompt_ids,
+            max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop_seqs=list(config.stop_seqs or []),
+            seed=config.seed,
+            logprobs=bool(config.logprobs) or bool(config.top_logprobs),
+            top_logprobs=config.top_logprobs,
+            steer=steer,
+            monitor=monitor,
+        )
+        request.update(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=gen.max_new_tokens,
+                       stop_seqs=gen.stop_seqs, seed=gen.seed, pv=options or None)
+        result = await self.batcher.submit(gen)
+        logprobs = None
+        if result.logprobs is not None:
+            logprobs = Logprobs(content=[
+                Logprob(token=engine.token_text(lp.token_id), logprob=lp.logprob,
+                        bytes=engine.token_bytes(lp.token_id),
+                        top_logprobs=[TopLogprob(token=engine.token_text(t), logprob=v, bytes=engine.token_bytes(t))
+                                      for t, v in lp.top] or None)
+                for lp in result.logprobs])
+        output = ModelOutput(
+            model=self.model_name,
+            choices=[ChatCompletionChoice(
+                message=ChatMessageAssistant(content=result.text, model=self.model_name, source="generate"),
+                stop_reason=result.stop_reason, logprobs=logprobs)],
+            usage=ModelUsage(input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+                             total_tokens=result.input_tokens + result.output_tokens),
+            time=time.monotonic() - started,
+            metadata={"pv_monitor": result.monitor} if result.monitor is not None else None,
+        )
+        response = {"completion": result.text, "stop_reason": result.stop_reason,
+                    "output_tokens": result.output_tokens}
+        return output, ModelCall.create(request=request, response=response, time=output.time)
+
+    async def _score(self, options: dict[str, Any], prompt_text: str, prompt_ids: list[int], steer: list[Any],
+                     request: dict[str, Any], started: float) -> tuple[ModelOutput, ModelCall]:
+        from pv_harness.engine import ScoreRequest
+
+        end_of_turn = options.get("end_of_turn", True)
+        conts: list[str] = options["continuations"]
+        ids = [self.engine.continuation_ids(prompt_text, prompt_ids, c, end_of_turn) for c in conts]
+        result = await self.batcher.submit(ScoreRequest(prompt_ids=prompt_ids, continuations=ids, steer=steer))
+        best = max(range(len(conts)), key=lambda i: result.logprobs[i])
+        scored = {"continuations": conts, "logprobs": result.logprobs, "end_of_turn": end_of_turn}
+        output = ModelOutput(
+            model=self.model_name,
+            choices=[ChatCompletionChoice(
+                message=ChatMessageAssistant(content=conts[best], model=self.model_name, source="generate"),
+                stop_reason="stop")],
+            usage=ModelUsage(input_tokens=result.input_tokens + result.scored_tokens, output_tokens=0,
+                             total_tokens=result.input_tokens + result.scored_tokens),
+            time=time.monotonic() - started,
+            metadata={"pv_continuations": scored},
+        )
+        request.update(pv=options)
+        return output, ModelCall.create(request=request, response={"best": conts[best], **scored},
+                                        time=output.time)
+
+
+@modelapi(name="pv")
+def pv() -> type[ModelAPI]:
+    """inspect's factory for `pv/<model>`; torch and transformers load when a model is created."""
+    return PVModelAPI

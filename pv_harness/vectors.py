@@ -1,0 +1,114 @@
+"""Load persona vectors: a safetensors file of `[L+1, H]` tensors, the paper's `.pt` file, or inline floats.
+
+A vector file made by extraction holds three tensors, `response_avg_diff` (the one steering uses),
+`prompt_avg_diff` and `prompt_last_diff`, each with one row per hidden-states layer (row 0 = embeddings).
+The paper's released files are `.pt` files holding one such tensor; they are read with
+`torch.load(weights_only=True)`, which never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+VECTOR_KINDS = ("response_avg_diff", "prompt_avg_diff", "prompt_last_diff")
+DEFAULT_KIND = "response_avg_diff"
+
+
+class VectorError(ValueError):
+    """A vector could not be loaded, or does not fit the model."""
+
+
+def load_vector_rows(path: str | os.PathLike[str], kind: str = DEFAULT_KIND) -> torch.Tensor:
+    """The `[L+1, H]` float32 tensor `kind` from a vector file (a `.pt` file holds one tensor, `kind` unused)."""
+    import torch
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise VectorError(f"vector file not found: {file}")
+    if file.suffix in (".pt", ".pth"):
+        try:
+            loaded: Any = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as ex:  # noqa: BLE001 - any failure here means "not a plain tensor file"
+            raise VectorError(f"{file} is not a tensor file that loads with weights_only=True: {ex}") from ex
+        if isinstance(loaded, dict):
+            if kind not in loaded:
+                raise VectorError(f"{file} has no tensor {kind!r}; it has {sorted(loaded)}")
+            loaded = loaded[kind]
+        if not isinstance(loaded, torch.Tensor):
+            raise VectorError(f"{file} holds a {type(loaded).__name__}, not a tensor")
+        rows = loaded
+    else:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                names = list(f.keys())
+                if kind not in names:
+                    raise VectorError(f"{file} has no tensor {kind!r}; it has {sorted(names)}")
+                rows = f.get_tensor(kind)
+        except SafetensorError as ex:
+            raise VectorError(f"{file} is not a safetensors file: {ex}") from ex
+    if rows.ndim not in (1, 2):
+        raise VectorError(f"{file}:{kind} has shape {tuple(rows.shape)}; expected [layers+1, hidden] or [hidden]")
+    return rows.detach().to(torch.float32)
+
+
+class VectorCache:
+    """Loaded vector files, keyed by path, modification time and kind, so a file is read once per change."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, int, str], torch.Tensor] = {}
+
+    def rows(self, path: str | os.PathLike[str], kind: str = DEFAULT_KIND) -> torch.Tensor:
+        file = Path(path).expanduser().resolve()
+        stamp = file.stat().st_mtime_ns if file.exists() else -1
+        key = (str(file), stamp, kind)
+        if key not in self._rows:
+            self._rows[key] = load_vector_rows(file, kind)
+        return self._rows[key]
+
+
+def vector_for(
+    vector: str | os.PathLike[str] | Sequence[float],
+    layer: int,
+    hidden: int,
+    *,
+    kind: str = DEFAULT_KIND,
+    num_layers: int | None = None,
+    cache: VectorCache | None = None,
+) -> torch.Tensor:
+    """The `[hidden]` float32 vector for `layer`, from a file (row `layer`) or a list of floats (used as is).
+
+    `num_layers` (L), when given, checks that a file's `[L+1, H]` tensor was made for a model this deep.
+    """
+    import torch
+
+    if isinstance(vector, str | os.PathLike):
+        rows = cache.rows(vector, kind) if cache is not None else load_vector_rows(vector, kind)
+        where = f"{vector} ({kind})"
+        if rows.ndim == 2:
+            if num_layers is not None and rows.shape[0] != num_layers + 1:
+                raise VectorError(f"{where} has {rows.shape[0]} rows; this model needs {num_layers + 1} "
+                                  f"(one per hidden-states layer 0..{num_layers}): made for another model?")
+            if not 0 <= layer < rows.shape[0]:
+                raise VectorError(f"{where} has rows for layers 0..{rows.shape[0] - 1}; layer {layer} is out of range")
+            row = rows[layer]
+        else:
+            row = rows
+    elif isinstance(vector, Sequence) and all(isinstance(x, int | float) and not isinstance(x, bool)
+                                              for x in vector):
+        where = "the inline vector"
+        row = torch.tensor([float(x) for x in vector], dtype=torch.float32)
+    else:
+        raise VectorError(f"a vector is a file path or a list of numbers, got {type(vector).__name__}")
+    if row.shape[-1] != hidden:
+        raise VectorError(f"{where} has size {row.shape[-1]}, but this model's hidden size is {hidden}")
+    if not torch.isfinite(row).all():
+        raise VectorError(f"{where} contains NaN or infinite values")
+    return row.to(torch.float32)

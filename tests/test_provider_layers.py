@@ -1,0 +1,129 @@
+"""Layer discovery and the hidden-states convention on every supported architecture (tiny random models)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pv_harness.layers import LayerDiscoveryError, check_layer, find_layers
+from pv_harness.steering import Interventions, MonitorSpec, SteerSpec, steer_all
+
+H = 32
+TINY = dict(hidden_size=H, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=128, max_position_embeddings=64)
+
+
+def _llama_like(name: str, config_name: str | None = None):  # noqa: ANN202
+    import transformers
+
+    config = getattr(transformers, f"{config_name or name}Config")(**TINY)
+    if name.startswith("Gemma") or name.startswith("Qwen3"):
+        config.head_dim = 8
+    return getattr(transformers, f"{name}ForCausalLM")(config)
+
+
+def _gpt2():  # noqa: ANN202
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(n_embd=H, n_layer=3, n_head=4, vocab_size=128, n_positions=64))
+
+
+def _neox():  # noqa: ANN202
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    return GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=H, intermediate_size=64, num_hidden_layers=3,
+                                            num_attention_heads=4, vocab_size=128, max_position_embeddings=64))
+
+
+def _gemma3_multimodal():  # noqa: ANN202
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    text = {**TINY, "head_dim": 8}
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4)
+    return Gemma3ForConditionalGeneration(config)
+
+
+BUILDERS = {
+    "llama": lambda: _llama_like("Llama"),
+    "qwen2": lambda: _llama_like("Qwen2"),
+    "qwen3": lambda: _llama_like("Qwen3"),
+    "mistral": lambda: _llama_like("Mistral"),
+    "gemma2": lambda: _llama_like("Gemma2"),
+    "gemma3-text": lambda: _llama_like("Gemma3", "Gemma3Text"),
+    "gemma3-multimodal": _gemma3_multimodal,
+    "gpt2": _gpt2,
+    "gpt-neox": _neox,
+}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def model(request: pytest.FixtureRequest):  # noqa: ANN201
+    torch.manual_seed(0)
+    return BUILDERS[request.param]().eval()
+
+
+def _inputs() -> dict[str, torch.Tensor]:
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
+def test_monitor_hooks_read_exactly_hidden_states(model) -> None:  # noqa: ANN001
+    """Monitoring layer l reads hidden_states[l], for l = 0 (embeddings) .. L (after the final norm)."""
+    layers = find_layers(model)
+    assert layers.num_layers == 3
+    gen = torch.Generator().manual_seed(1)
+    specs = [MonitorSpec(layer=l, vector=torch.randn(H, generator=gen)) for l in range(4)]  # noqa: E741
+    iv = Interventions(layers, [[], []], [specs, specs])
+    inputs = _inputs()
+    iv.set_step([0, 1], prompt=inputs["attention_mask"], response=torch.zeros_like(inputs["attention_mask"]))
+    with torch.no_grad(), iv.hooks():
+        out = model(**inputs, output_hidden_states=True)
+    values = iv.monitor_values()
+    assert len(out.hidden_states) == 4
+    for row in range(2):
+        for layer, spec in enumerate(specs):
+            unit = spec.vector / spec.vector.norm()
+            expected = float(out.hidden_states[layer][row, -1].float() @ unit)
+            assert values[row][layer] == [pytest.approx(expected, rel=1e-4, abs=1e-4)]
+
+
+def test_steering_layer_l_edits_hidden_states_l(model) -> None:  # noqa: ANN001
+    """Adding v at layer l (< L) shifts hidden_states[l] by exactly coef * v at every position."""
+    layers = find_layers(model)
+    inputs = _inputs()
+    with torch.no_grad():
+        base = model(**inputs, output_hidden_states=True).hidden_states
+    v = torch.randn(H, generator=torch.Generator().manual_seed(2))
+    for layer in range(3):
+        seen: list[torch.Tensor] = []
+        # the input of the next block (or of the final norm) is the stream after our hook
+        nxt = layers.blocks[layer] if layer < 3 else layers.final_norm
+        with torch.no_grad(), steer_all(model, [SteerSpec(layer=layer, vector=v, coef=2.0)], layers):
+            # registered after ours, so for layer 0 (a pre-hook on block 0) it sees the steered input
+            handle = nxt.register_forward_pre_hook(
+                lambda m, a, k, seen=seen: seen.append((a[0] if a else k["hidden_states"]).clone()),
+                with_kwargs=True)
+            try:
+                model(**inputs)
+            finally:
+                handle.remove()
+        real = inputs["attention_mask"].bool()
+        diff = (seen[0] - base[layer])[real]
+        assert torch.allclose(diff, (2.0 * v).expand_as(diff), atol=1e-4), layer
+
+
+def test_unknown_architecture_is_a_clear_error() -> None:
+    with pytest.raises(LayerDiscoveryError, match="cannot find the decoder blocks of Linear"):
+        find_layers(torch.nn.Linear(2, 2))
+
+
+def test_check_layer_range() -> None:
+    assert check_layer(0, 30) == 0 and check_layer(30, 30) == 30
+    for bad in (-1, 31):
+        with pytest.raises(ValueError, match=r"out of range.*0\.\.30"):
+            check_layer(bad, 30)
+    with pytest.raises(ValueError, match="integer"):
+        check_layer(2.0, 30)  # type: ignore[arg-type]
