@@ -33,11 +33,6 @@ class Encoded:
             raise ValueError("a conversation needs at least one prompt token and one answer token")
 
 
-def prompt_text(tokenizer, messages: Sequence[dict]) -> str:
-    """The chat-templated prompt exactly as generation saw it (with the generation prompt)."""
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-
 def encode(tokenizer, prompt: str, answer: str) -> Encoded:
     """Tokenise prompt+answer once and find the first token that holds answer characters."""
     if not getattr(tokenizer, "is_fast", False):

@@ -21,6 +21,7 @@ import torch
 
 from pv_harness import activations, plugins
 from pv_harness.collected import CollectedAnswer
+from pv_harness.engine import Engine
 from pv_harness.vector_files import VectorFile, save_vectors
 
 DEFAULT_THRESHOLD = 50.0
@@ -136,13 +137,16 @@ class ExtractionResult:
     diagnostics: list[dict]
 
 
-def _pool_into(method, model, tokenizer, answers: Sequence[CollectedAnswer], *, system_prompt: bool,
+def _pool_into(method, engine: Engine, answers: Sequence[CollectedAnswer], *, system_prompt: bool,
                batch_size: int, progress) -> dict[str, dict[str, torch.Tensor]] | None:
-    """Feed answers to an extraction method; optionally return pooled vectors per polarity."""
-    encoded = [activations.encode(tokenizer, activations.prompt_text(tokenizer, a.messages(system_prompt)), a.answer)
+    """Feed answers to an extraction method (or, with none, return the pooled vectors per polarity).
+
+    The prompt is rendered by the same code the `pv/` provider generated with (`Engine.chat_text`).
+    """
+    encoded = [activations.encode(engine.tokenizer, engine.chat_text(a.messages(system_prompt)), a.answer)
                for a in answers]
     keep = {} if method is None else None
-    for indices, pooled in activations.pool(model, encoded, pad_token_id=tokenizer.pad_token_id or 0,
+    for indices, pooled in activations.pool(engine.model, encoded, pad_token_id=engine.pad_id,
                                             batch_size=batch_size, progress=progress):
         for polarity in ("pos", "neg"):
             rows = [j for j, i in enumerate(indices) if answers[i].polarity == polarity]
@@ -182,8 +186,7 @@ def extract(
     answers: Sequence[CollectedAnswer],
     *,
     model_name: str,
-    model,
-    tokenizer,
+    engine: Engine,
     out: str | Path,
     trait: str,
     method: str = "mean_diff",
@@ -214,19 +217,25 @@ def extract(
 
     kept = selection.pos + selection.neg
     held = holdout_questions(kept, holdout)
+    if progress is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(kept) + sum(a.question_id in held for a in kept), desc="pooling activations",
+                   unit="answer", leave=False)
+        progress = bar.update
     full, train = factories[method](), factories[method]() if held else None
     train_part = [a for a in kept if a.question_id not in held]
     held_part = [a for a in kept if a.question_id in held]
     # one forward pass over the training share feeds both the final and the train-only vectors
     if train is not None:
-        _pool_into(_Tee(full, train), model, tokenizer, train_part, system_prompt=True,
+        _pool_into(_Tee(full, train), engine, train_part, system_prompt=True,
                    batch_size=batch_size, progress=progress)
-        _pool_into(full, model, tokenizer, held_part, system_prompt=True, batch_size=batch_size, progress=progress)
+        _pool_into(full, engine, held_part, system_prompt=True, batch_size=batch_size, progress=progress)
     else:
-        _pool_into(full, model, tokenizer, kept, system_prompt=True, batch_size=batch_size, progress=progress)
+        _pool_into(full, engine, kept, system_prompt=True, batch_size=batch_size, progress=progress)
     vectors = {f"{kind}_diff": v for kind, v in full.result().items()}
     train_vectors = {f"{kind}_diff": v for kind, v in train.result().items()} if train is not None else None
-    heldout = (_pool_into(None, model, tokenizer, held_part, system_prompt=False, batch_size=batch_size,
+    heldout = (_pool_into(None, engine, held_part, system_prompt=False, batch_size=batch_size,
                           progress=progress) if held_part else None)
     diagnostics = _diagnostics(vectors, train_vectors, heldout)
 
@@ -260,3 +269,105 @@ class _Tee:
     def add(self, polarity: str, pooled: dict[str, torch.Tensor]) -> None:
         for m in self.methods:
             m.add(polarity, pooled)
+
+
+# --- from logs ------------------------------------------------------------------------------------
+
+
+def local_model_path(model: str) -> str:
+    """`pv/<alias|folder|hub id>` or `hf/<folder|hub id>` (or a bare one) -> what transformers loads."""
+    from pv_harness import model_store
+
+    provider, _, name = model.partition("/")
+    if provider in ("pv", "hf") and name:
+        return model_store.resolve(name)
+    if provider in ("openai", "anthropic", "google", "vllm", "together", "grok", "mockllm") and name:
+        raise ValueError(f"activations need the model's weights; {model!r} is an API model. "
+                         "Pass --model pv/<local folder or hub id> for the same model run locally.")
+    return model_store.resolve(model)
+
+
+def model_slug(model: str) -> str:
+    name = model.split("/", 1)[1] if model.split("/", 1)[0] in ("pv", "hf") else model
+    return Path(name).name if Path(name).is_absolute() else name.replace("/", "__")
+
+
+def _local(location: str) -> str:
+    """inspect reports log locations as URIs; show local ones as plain paths."""
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(location).path) if location.startswith("file://") else location
+
+
+def find_collection_logs(log_dir: str | Path, trait: str, model: str | None = None) -> list[str]:
+    """The newest successful `persona_collect` extract-version logs covering pos and neg for a trait."""
+    from inspect_ai.log import list_eval_logs, read_eval_log
+
+    newest: dict[str, str] = {}
+    for info in list_eval_logs(str(log_dir), descending=True):
+        header = read_eval_log(info, header_only=True)
+        meta = header.eval.metadata or {}
+        if (header.status != "success" or meta.get("pv_task") != "persona_collect" or meta.get("trait") != trait
+                or meta.get("version", "extract") != "extract" or (model and header.eval.model != model)):
+            continue
+        polarity = meta.get("polarity")
+        for side in ("pos", "neg") if polarity == "both" else (polarity,):
+            newest.setdefault(side, _local(header.location))
+    missing = [p for p in ("pos", "neg") if p not in newest]
+    if missing:
+        raise FileNotFoundError(f"no finished persona_collect log for trait {trait!r} with polarity "
+                                f"{' and '.join(missing)} in {log_dir}" + (f" for model {model}" if model else ""))
+    return sorted(set(newest.values()))
+
+
+def extract_from_logs(
+    logs: Sequence[str] = (),
+    *,
+    log_dir: str | Path | None = None,
+    trait: str | None = None,
+    model: str | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    export_pt: bool = False,
+    log: Callable[[str], None] = print,
+    **options,
+) -> ExtractionResult:
+    """The Python API behind `pv extract`: read logs, check they agree, load the model, extract, report.
+
+    `logs` are persona_collect logs (pos, neg, or both in one); or give `log_dir` and `trait` to use
+    the newest ones there.
+    """
+    from pv_harness.collected import read_collection_log
+    from pv_harness.reports.extraction import write_extraction_report
+    from pv_harness.vector_files import export_pt as write_pt
+
+    if not logs:
+        if not (log_dir and trait):
+            raise ValueError("give collection logs, or a log dir and a trait")
+        logs = find_collection_logs(log_dir, trait, model)
+    read = [read_collection_log(p) for p in logs]
+    traits = {lg.trait for lg in read}
+    if len(traits) != 1 or (trait and trait not in traits):
+        raise ValueError(f"the logs are for traits {sorted(traits)}" + (f", not {trait!r}" if trait else ""))
+    trait = traits.pop()
+    answers = [a for lg in read for a in lg.answers]
+    sides = {a.polarity for a in answers}
+    if sides != {"pos", "neg"}:
+        raise ValueError(f"need both pos and neg answers; the logs hold only {sorted(sides) or 'none'}")
+    subjects = {lg.model for lg in read}
+    if model is None:
+        if len(subjects) != 1:
+            raise ValueError(f"the logs come from different models {sorted(subjects)}; pass --model")
+        model = next(iter(subjects))
+    log(f"{len(answers)} answers from {len(read)} log(s); trait {trait}, model {model}")
+    engine = Engine.load(local_model_path(model), device=device)
+    out = Path(out) if out else Path("vectors") / model_slug(model) / f"{trait}.safetensors"
+    graders = sorted({lg.grader for lg in read if lg.grader})
+    result = extract(answers, model_name=model, engine=engine, out=out, trait=trait,
+                     judge=", ".join(graders) or None, sources=[lg.path for lg in read], log=log, **options)
+    report = write_extraction_report(result, out.with_suffix(".report.html"))
+    log(f"vectors: {result.path}\nreport:  {report}")
+    if export_pt:
+        for path in write_pt(result.vectors, out.parent, trait):
+            log(f"paper format: {path}")
+    return result

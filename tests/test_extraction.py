@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pv_harness import activations
 from pv_harness.collected import CollectedAnswer
+from pv_harness.engine import Engine
 from pv_harness.extraction import TooFewPairs, auroc, extract, select
 from pv_harness.vector_files import export_pt, read_vectors
 
@@ -19,6 +20,11 @@ from pv_harness.vector_files import export_pt, read_vectors
 def tiny(tiny_model_dir: Path):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny) -> Engine:
+    return Engine(*tiny)
 
 
 DEFAULT = object()
@@ -63,10 +69,10 @@ def test_boundary_from_one_tokenisation(tiny) -> None:
         assert prompt_tokens + answer_tokens == prompt + text
 
 
-def test_batched_pooling_equals_unbatched(tiny) -> None:
-    model, tok = tiny
+def test_batched_pooling_equals_unbatched(engine: Engine) -> None:
+    model, tok = engine.model, engine.tokenizer
     items = [answer("pos", q, text="x " * (q * 7 + 1)) for q in range(5)]
-    encoded = [activations.encode(tok, activations.prompt_text(tok, a.messages()), a.answer) for a in items]
+    encoded = [activations.encode(tok, engine.chat_text(a.messages()), a.answer) for a in items]
     alone = {}
     for i, e in enumerate(encoded):
         (_, pooled), = activations.pool(model, [e], pad_token_id=0, batch_size=1)
@@ -77,10 +83,10 @@ def test_batched_pooling_equals_unbatched(tiny) -> None:
                 torch.testing.assert_close(pooled[kind][row], alone[i][kind][0], atol=1e-5, rtol=1e-5)
 
 
-def test_vectors_equal_hand_computed_mean_difference(tiny, tmp_path: Path) -> None:
+def test_vectors_equal_hand_computed_mean_difference(tiny, engine: Engine, tmp_path: Path) -> None:
     model, tok = tiny
     answers = [answer(p, q, epoch=e) for p in ("pos", "neg") for q in range(4) for e in (1, 2)]
-    result = extract(answers, model_name="tiny", model=model, tokenizer=tok, out=tmp_path / "v.safetensors",
+    result = extract(answers, model_name="tiny", engine=engine, out=tmp_path / "v.safetensors",
                      trait="grumpy", min_pairs=1, holdout=0.25, batch_size=3, log=lambda _: None)
     hand = {p: [hand_pool(model, tok, a) for a in answers if a.polarity == p] for p in ("pos", "neg")}
     for kind in activations.KINDS:
@@ -103,12 +109,11 @@ def test_vectors_equal_hand_computed_mean_difference(tiny, tmp_path: Path) -> No
         torch.testing.assert_close(loaded, back.tensors[path.stem.removeprefix("grumpy_")])
 
 
-def test_pca_method_through_the_hook(tiny, tmp_path: Path) -> None:
-    model, tok = tiny
+def test_pca_method_through_the_hook(engine: Engine, tmp_path: Path) -> None:
     answers = [answer(p, q) for p in ("pos", "neg") for q in range(4)]
-    mean = extract(answers, model_name="tiny", model=model, tokenizer=tok, out=tmp_path / "m.safetensors",
+    mean = extract(answers, model_name="tiny", engine=engine, out=tmp_path / "m.safetensors",
                    trait="grumpy", min_pairs=1, holdout=0, log=lambda _: None).vectors.tensors
-    pca = extract(answers, model_name="tiny", model=model, tokenizer=tok, out=tmp_path / "p.safetensors",
+    pca = extract(answers, model_name="tiny", engine=engine, out=tmp_path / "p.safetensors",
                   trait="grumpy", method="pca", min_pairs=1, holdout=0, log=lambda _: None).vectors.tensors
     for layer in range(1, 5):
         a, b = mean["response_avg_diff"][layer], pca["response_avg_diff"][layer]
@@ -138,11 +143,10 @@ def test_filters_count_as_expected() -> None:
     assert (len(lenient.pos), len(lenient.neg)) == (5, 5)
 
 
-def test_too_few_pairs_is_explained(tiny, tmp_path: Path) -> None:
-    model, tok = tiny
+def test_too_few_pairs_is_explained(engine: Engine, tmp_path: Path) -> None:
     answers = [answer("pos", 0), answer("neg", 0), answer("pos", 1, trait=5.0), answer("neg", 1)]
     with pytest.raises(TooFewPairs, match=r"(?s)only 1 pos and 1 neg.*need 5.*lower"):
-        extract(answers, model_name="tiny", model=model, tokenizer=tok, out=tmp_path / "v.safetensors",
+        extract(answers, model_name="tiny", engine=engine, out=tmp_path / "v.safetensors",
                 trait="grumpy", min_pairs=5, log=lambda _: None)
     assert not (tmp_path / "v.safetensors").exists()
 

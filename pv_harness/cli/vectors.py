@@ -1,0 +1,88 @@
+"""`pv vectors`: what a vector file holds, and how the traits' directions relate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pv_harness.vector_files import read_any
+
+
+@click.group()
+def vectors() -> None:
+    """Inspect and compare persona-vector files (ours, or the paper's .pt files)."""
+
+
+@vectors.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
+def info(path: Path, as_json: bool) -> None:
+    """Shapes, how the file was made, and per-layer norms (with held-out AUROC when known)."""
+    vf = read_any(path)
+    if as_json:
+        click.echo(json.dumps({"tensors": {k: list(v.shape) for k, v in vf.tensors.items()},
+                               "metadata": vf.metadata}, indent=2))
+        return
+    for kind, tensor in vf.tensors.items():
+        click.echo(f"{kind:<20} {list(tensor.shape)}")
+    meta = {k: v for k, v in vf.metadata.items() if k != "diagnostics"}
+    for key, value in meta.items():
+        click.echo(f"{key:<20} {value}")
+    diagnostics = {row["layer"]: row for row in vf.metadata.get("diagnostics", [])}
+    main_kind = "response_avg_diff" if "response_avg_diff" in vf.tensors else next(iter(vf.tensors))
+    rows = vf.tensors[main_kind]
+    if rows.ndim == 2:
+        click.echo(f"\nlayer  norm({main_kind})  held-out AUROC")
+        for layer in range(rows.shape[0]):
+            auroc = diagnostics.get(layer, {}).get("heldout_auroc")
+            shown = f"{auroc:.3f}" if isinstance(auroc, float) else "-"
+            click.echo(f"{layer:>5}  {float(rows[layer].norm()):>18.3f}  {shown:>14}")
+
+
+@vectors.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kind", default="response_avg_diff", show_default=True, help="Which vector kind to compare.")
+@click.option("--layer", type=int, default=None, help="Only this layer (default: every layer).")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Also write a heatmap page.")
+def compare(paths: tuple[Path, ...], kind: str, layer: int | None, html: Path | None) -> None:
+    """Cosine similarity per layer between vector files (for example, different traits of one model)."""
+    import torch
+
+    if len(paths) < 2:
+        click.secho("error: give at least two files", fg="red", err=True)
+        sys.exit(1)
+    rows = {}
+    for path in paths:
+        tensors = read_any(path, kind=kind).tensors
+        if kind not in tensors:
+            click.secho(f"error: {path} has no {kind!r} (it has {sorted(tensors)})", fg="red", err=True)
+            sys.exit(1)
+        rows[path.stem] = tensors[kind]
+    shapes = {tuple(t.shape) for t in rows.values()}
+    if len(shapes) != 1:
+        click.secho(f"error: the files have different shapes {sorted(shapes)}: different models?", fg="red", err=True)
+        sys.exit(1)
+    names = list(rows)
+    stacked = torch.stack([rows[n] for n in names]).float()  # [F, L+1, H]
+    unit = stacked / stacked.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    cosine = torch.einsum("alh,blh->lab", unit, unit)  # [L+1, F, F]
+    layers = [layer] if layer is not None else list(range(cosine.shape[0]))
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    click.echo("layer  " + "  ".join(f"{names[i]}~{names[j]}" for i, j in pairs))
+    for lay in layers:
+        click.echo(f"{lay:>5}  " + "  ".join(f"{float(cosine[lay, i, j]):>{len(names[i]) + len(names[j]) + 1}.3f}"
+                                             for i, j in pairs))
+    if html:
+        import plotly.graph_objects as go
+
+        fig = go.Figure(go.Heatmap(
+            z=[[float(cosine[lay, i, j]) for i, j in pairs] for lay in layers],
+            x=[f"{names[i]} ~ {names[j]}" for i, j in pairs], y=layers, zmin=-1, zmax=1, colorscale="RdBu",
+            colorbar={"title": "cosine"}))
+        fig.update_layout(title=f"Cosine similarity per layer ({kind})", yaxis_title="layer")
+        html.parent.mkdir(parents=True, exist_ok=True)
+        fig.write_html(html, include_plotlyjs="directory")  # plotly.min.js beside the page: works offline
+        click.echo(f"wrote {html}")

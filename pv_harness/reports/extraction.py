@@ -1,0 +1,56 @@
+"""The extraction report: what was kept, and per layer the vector norms and held-out AUROC."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pv_harness.files import atomic_write_text
+from pv_harness.reports import figure_div, plotly_script
+
+if TYPE_CHECKING:
+    from pv_harness.extraction import ExtractionResult
+
+
+def write_extraction_report(result: ExtractionResult, path: str | Path) -> Path:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    meta = result.vectors.metadata
+    rows = result.diagnostics
+    layers = [r["layer"] for r in rows]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for kind in ("response_avg_diff", "prompt_avg_diff", "prompt_last_diff"):
+        fig.add_trace(go.Scatter(x=layers, y=[r[f"{kind}_norm"] for r in rows], name=f"norm {kind}",
+                                 mode="lines+markers"), secondary_y=False)
+    if any("heldout_auroc" in r for r in rows):
+        fig.add_trace(go.Scatter(x=layers, y=[r.get("heldout_auroc") for r in rows], name="held-out AUROC",
+                                 mode="lines+markers", line={"dash": "dot", "color": "black"}), secondary_y=True)
+        fig.update_yaxes(title_text="AUROC (pos vs neg, no system prompt)", range=[0, 1.02], secondary_y=True)
+    fig.update_yaxes(title_text="vector norm", secondary_y=False)
+    fig.update_layout(title=f"{meta['trait']} on {meta['model']}: persona vector by layer", xaxis_title="layer "
+                      "(0 = embeddings)", height=480)
+    best = max((r for r in rows if r.get("heldout_auroc") is not None), key=lambda r: r["heldout_auroc"], default=None)
+    facts = {
+        "model": meta["model"], "trait": meta["trait"], "method": meta["method"], "filter": meta["filter"],
+        "thresholds": f"trait {meta['threshold']}, coherence {meta['coherence_threshold']}",
+        "kept": f"{meta['pos_samples']} pos, {meta['neg_samples']} neg",
+        "dropped": ", ".join(f"{n} {k}" for k, n in sorted(meta["dropped"].items())) or "none",
+        "held-out questions": ", ".join(map(str, meta["heldout_questions"])) or "none",
+        "best held-out layer": f"{best['layer']} (AUROC {best['heldout_auroc']:.3f})" if best else "-",
+        "judge": meta.get("judge") or "-",
+        "vector file": str(result.path),
+    }
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
+    path = Path(path)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Extraction: {html.escape(meta['trait'])}"
+            "</title><style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}"
+            "th{text-align:left;padding-right:1em;color:#555}</style>"
+            f"{plotly_script(path.parent)}</head><body>"
+            f"<h1>Persona vector: {html.escape(meta['trait'])}</h1><table>{table}</table>"
+            f"{figure_div(fig)}"
+            "<p>AUROC: how well the projection of held-out answers (re-encoded without the persona system "
+            "prompt) onto a vector fitted without their questions separates pos from neg. 0.5 is chance.</p>"
+            "</body></html>")
+    return atomic_write_text(path, page)

@@ -1,0 +1,124 @@
+"""The steering-sweep report: trait score and coherence against coefficient, a line per layer, and
+the layer choice: the setting with the highest trait score whose mean coherence stays above a floor."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pv_harness.collected import COHERENCE_SCORER, TRAIT_SCORER, score_value
+from pv_harness.files import atomic_write_json, atomic_write_text
+from pv_harness.reports import figure_div, plotly_script
+
+DEFAULT_COHERENCE_FLOOR = 75.0
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    layer: int
+    coef: float
+    trait_mean: float
+    coherence_mean: float
+    coherence_floor: float
+    trait: str
+    vector: str
+    log: str
+
+
+def sweep_frame(log_path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """One row per judged answer: layer, coef, trait score, coherence (NaN = unscored)."""
+    from inspect_ai.log import read_eval_log, read_eval_log_samples
+
+    header = read_eval_log(str(log_path), header_only=True)
+    meta = header.eval.metadata or {}
+    if meta.get("pv_task") != "steering_sweep":
+        raise ValueError(f"{log_path} is not a steering_sweep log")
+    rows = []
+    for sample in read_eval_log_samples(str(log_path), all_samples_required=False):
+        rows.append({
+            "layer": int(sample.metadata["layer"]), "coef": float(sample.metadata["coef"]),
+            "question_id": sample.metadata["question_id"], "epoch": sample.epoch,
+            "trait": score_value(sample.scores, TRAIT_SCORER),
+            "coherence": score_value(sample.scores, COHERENCE_SCORER),
+        })
+    frame = pd.DataFrame(rows, columns=["layer", "coef", "question_id", "epoch", "trait", "coherence"])
+    return frame.astype({"trait": float, "coherence": float}), meta
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard error and count of trait and coherence per (layer, coef); unscored answers skipped."""
+    grouped = frame.groupby(["layer", "coef"])
+    return pd.DataFrame({
+        "trait_mean": grouped["trait"].mean(), "trait_stderr": grouped["trait"].sem(),
+        "coherence_mean": grouped["coherence"].mean(), "coherence_stderr": grouped["coherence"].sem(),
+        "n": grouped["trait"].count(), "unscored": grouped["trait"].apply(lambda s: int(s.isna().sum())),
+    }).reset_index()
+
+
+def choose_layer(summary: pd.DataFrame, floor: float = DEFAULT_COHERENCE_FLOOR) -> pd.Series | None:
+    """The (layer, coef) with the highest mean trait score among those with mean coherence >= floor.
+
+    Unsteered settings (coef 0) are not candidates: they say nothing about a layer.
+    """
+    candidates = summary[(summary["coef"] != 0) & (summary["coherence_mean"] >= floor)].dropna(subset=["trait_mean"])
+    if candidates.empty:
+        return None
+    return candidates.sort_values(["trait_mean", "coherence_mean"], ascending=False).iloc[0]
+
+
+def write_sweep_report(log_path: str | Path, out: str | Path | None = None, *,
+                       floor: float = DEFAULT_COHERENCE_FLOOR) -> tuple[Path, LayerChoice | None, Path | None]:
+    """Write the HTML page (and the layer choice JSON beside the vector); return their paths."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    frame, meta = sweep_frame(log_path)
+    summary = summarise(frame)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("trait score", "coherence"))
+    for i, (layer, rows) in enumerate(summary.groupby("layer")):
+        colour = f"hsl({(i * 67) % 360},65%,45%)"
+        for col, metric in ((1, "trait"), (2, "coherence")):
+            fig.add_trace(go.Scatter(
+                x=rows["coef"], y=rows[f"{metric}_mean"], mode="lines+markers", name=f"layer {layer}",
+                legendgroup=f"layer {layer}", showlegend=col == 1, line={"color": colour},
+                error_y={"type": "data", "array": rows[f"{metric}_stderr"].fillna(0), "visible": True},
+            ), row=1, col=col)
+    fig.add_hline(y=floor, line_dash="dot", line_color="grey", row=1, col=2, annotation_text=f"floor {floor:g}")
+    fig.update_xaxes(title_text="steering coefficient")
+    fig.update_yaxes(range=[-2, 102])
+    trait = meta.get("trait", "")
+    fig.update_layout(title=f"Steering sweep: {trait}", height=480)
+
+    best = choose_layer(summary, floor)
+    choice = None
+    choice_path = None
+    if best is not None:
+        choice = LayerChoice(layer=int(best["layer"]), coef=float(best["coef"]), trait_mean=float(best["trait_mean"]),
+                             coherence_mean=float(best["coherence_mean"]), coherence_floor=floor, trait=trait,
+                             vector=meta.get("vector", ""), log=str(log_path))
+        if choice.vector:
+            choice_path = Path(choice.vector).with_suffix(".layer.json")
+            atomic_write_json(choice_path, asdict(choice))
+    out = Path(out) if out else Path(str(log_path)).with_suffix(".sweep.html")
+    verdict = (f"<p><b>Chosen layer: {choice.layer}</b> (coef {choice.coef:g}: trait {choice.trait_mean:.1f}, "
+               f"coherence {choice.coherence_mean:.1f} &ge; {floor:g})"
+               + (f"; written to <code>{html.escape(str(choice_path))}</code>" if choice_path else "") + "</p>"
+               if choice else f"<p><b>No layer chosen</b>: no steered setting kept mean coherence &ge; {floor:g}.</p>")
+    table = summary.round(2).to_html(index=False, na_rep="-")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Steering sweep: {html.escape(trait)}</title>"
+            "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}"
+            "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee}</style>"
+            f"{plotly_script(out.parent)}</head><body><h1>Steering sweep: {html.escape(trait)}</h1>{verdict}"
+            f"{figure_div(fig)}<h2>Per setting</h2>{table}"
+            f"<p>Log: <code>{html.escape(str(log_path))}</code></p></body></html>")
+    atomic_write_text(out, page)
+    return out, choice, choice_path
+
+
+def read_layer_choice(vector: str | Path) -> dict | None:
+    path = Path(vector).with_suffix(".layer.json")
+    return json.loads(path.read_text()) if path.exists() else None
