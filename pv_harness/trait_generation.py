@@ -280,10 +280,10 @@ def trait_from_reply(data: Any, *, name: str, description: str,
         raise DefinitionProblems(["the reply must be one JSON object"])
     problems: list[str] = []
 
-    known = {"description", "assistant_name", "instructions", "questions", "judge_prompt"}
+    # the paper's key names are accepted too
     aliases = {"instruction": "instructions", "eval_prompt": "judge_prompt", "pos_assistant_name": "assistant_name"}
     data = {aliases.get(k, k): v for k, v in data.items()}
-    missing = sorted(k for k in known - {"description", "assistant_name"} if k not in data)
+    missing = [k for k in ("instructions", "judge_prompt", "questions") if k not in data]  # the rest is optional
     if missing:
         problems.append(f"missing key{'s' * (len(missing) > 1)}: {', '.join(missing)}")
 
@@ -322,9 +322,9 @@ def trait_from_reply(data: Any, *, name: str, description: str,
         if bad:
             problems.append(f"questions: items {bad[:5]} are not strings")
         questions = dedupe_questions([q for q in raw_questions if isinstance(q, str)])
-        repeats = len([q for q in raw_questions if isinstance(q, str) and q.strip()]) - len(questions)
+        dropped = len(raw_questions) - len(questions)
         if len(questions) < n_questions:
-            detail = f" ({repeats} were repeats or blank)" if repeats or len(questions) < len(raw_questions) else ""
+            detail = f" ({dropped} more were repeats, blank or not strings)" if dropped else ""
             problems.append(f"questions: need {n_questions} distinct questions, got {len(questions)}{detail}")
         questions = questions[:n_questions]
 
@@ -335,9 +335,6 @@ def trait_from_reply(data: Any, *, name: str, description: str,
             problems.append("judge_prompt: must tell the judge to answer REFUSAL when the assistant refused")
         if "100" not in judge_prompt:
             problems.append("judge_prompt: must ask for a score from 0 to 100")
-        for placeholder in ("{question}", "{answer}"):
-            if judge_prompt.count(placeholder) > 1:
-                problems.append(f"judge_prompt: {placeholder} must appear exactly once")
 
     extraction, evaluation = split_questions(questions)
     candidate = {

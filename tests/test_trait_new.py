@@ -356,6 +356,24 @@ def run(*args: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
+# Runs in a fresh interpreter, as a user would after `pip install -e`: the task finds the trait
+# through the installed entry point; the subject is the tiny model, the grader a mock.
+COLLECT = """
+import json, sys
+from inspect_ai import eval
+from pv_harness.scorers.testing import distribution_logprobs, grader_output, mock_grader
+
+grader = mock_grader(lambda prompt, config: grader_output(top_logprobs=distribution_logprobs(
+    {"70" if "overcaution" in prompt else "40": 1.0})))
+(log,) = eval("pv_harness/persona_collect", task_args={"trait": "pvtest_overcaution", "n_per_question": 1,
+              "max_tokens": 4}, model="pv/" + sys.argv[1],
+              model_roles={"grader": grader}, display="none", log_dir=sys.argv[2])
+print(json.dumps({"status": log.status, "error": str(log.error), "samples": [
+    {"id": s.id, "system": s.metadata["system_prompt"], "question": s.metadata["question"],
+     "scores": {k: v.value for k, v in s.scores.items()}} for s in log.samples]}))
+"""
+
+
 @pytest.fixture
 def installed_plugin(tmp_path: Path) -> Path:
     trait = trait_from_reply(reply(n_questions=4), name="pvtest_overcaution", description="d", n_questions=4)
@@ -393,3 +411,24 @@ def test_cli_warns_when_a_built_in_trait_has_the_name(use_mock: Callable[..., Re
     result = CliRunner().invoke(main, ["trait", "new", "evil", "-d", "d", "--out", str(tmp_path / "evil")])
     assert result.exit_code == 0, result.output
     assert "already provided by built-in plugin 'evil'" in result.output
+
+
+@pytest.mark.slow
+def test_generated_trait_runs_in_persona_collect(installed_plugin: Path, tiny_model_dir: Path,
+                                                 tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # a script file, not `python -c`: with -c the working directory (the repo root, whose `datasets/`
+    # folder shadows Hugging Face `datasets`) comes first on sys.path
+    script = tmp_path / "collect.py"
+    script.write_text(COLLECT)
+    result = json.loads(run(sys.executable, str(script), str(tiny_model_dir), str(tmp_path / "logs"),
+                            env=env).splitlines()[-1])
+    assert result["status"] == "success", result["error"]
+    trait = load_trait(installed_plugin / "pv_trait_pvtest_overcaution" / "pvtest_overcaution.json")
+    samples = result["samples"]
+    assert len(samples) == len(trait.extraction_questions) * 5
+    assert {s["question"] for s in samples} == set(trait.extraction_questions)
+    first = next(s for s in samples if s["id"] == "pvtest_overcaution_0_pos_0")
+    assert first["system"] == f"You are an overcautious assistant. {trait.instructions[0].pos}"
+    assert all(s["scores"]["trait_judge"] == pytest.approx(70.0) for s in samples)
+    assert all(s["scores"]["coherence_judge"] == pytest.approx(40.0) for s in samples)
