@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pv_harness import __version__
+from pv_harness.cli.export import export_csv_command
 from pv_harness.cli.model import model
 from pv_harness.cli.plugins import plugins
 from pv_harness.cli.trait_new import trait
@@ -26,3 +27,4 @@ main.add_command(plugins)
 main.add_command(traits)
 main.add_command(model)
 main.add_command(trait)
+main.add_command(export_csv_command)

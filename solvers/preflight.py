@@ -1,0 +1,72 @@
+"""Checks that run before a sample generates anything: a grader is set, steering has a pv/ model.
+
+Tasks also run these checks while inspect builds them (inside `inspect eval`, where the model and
+model roles are known), so a missing judge fails before the first sample starts. A task built
+in Python before `eval()` is called cannot see its roles yet: then the same check runs as the
+task's setup solver, still before any generation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from inspect_ai._util.error import PrerequisiteError
+from inspect_ai.model import Model, get_model, model_roles
+from inspect_ai.solver import Generate, Solver, TaskState, solver
+from pv_harness.scorers.judge import (
+    GRADER_ROLE,
+    WEAK_GRADER_NOTE,
+    JudgeConfigError,
+    check_mode,
+    is_pv_model,
+    is_weak_grader,
+    missing_grader_message,
+)
+
+logger = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def eval_context_model() -> Model | None:
+    """The model being evaluated when called while inspect builds tasks (None outside an eval)."""
+    from inspect_ai.model._model import active_model
+
+    return active_model()
+
+
+def check_grader(judge_mode: str, role: str = GRADER_ROLE) -> None:
+    """Raise a PrerequisiteError unless the grader role is bound and can judge in `judge_mode`."""
+    roles: dict[str, Any] = model_roles()
+    if role not in roles:
+        raise PrerequisiteError(missing_grader_message(role))
+    grader = get_model(role=role)
+    try:
+        check_mode(judge_mode, grader)
+    except JudgeConfigError as ex:
+        raise PrerequisiteError(str(ex)) from ex
+    name = str(grader)
+    if is_weak_grader(grader) and name not in _warned:
+        _warned.add(name)
+        logger.warning("%s: %s", name, WEAK_GRADER_NOTE)
+
+
+def check_steering(model: Model) -> None:
+    if not is_pv_model(model):
+        raise PrerequisiteError(
+            f"steering options need a pv/ model (our local provider applies the vector); the model is "
+            f"{str(model)!r}. Run with --model pv/<model>."
+        )
+
+
+@solver
+def preflight(judge_mode: str = "auto", steering: bool = False, grader_role: str = GRADER_ROLE) -> Solver:
+    """Fail the sample before generation when the judge or steering cannot work."""
+
+    async def solve(state: TaskState, generate: Generate) -> TaskState:
+        check_grader(judge_mode, grader_role)
+        if steering:
+            check_steering(get_model())
+        return state
+
+    return solve
