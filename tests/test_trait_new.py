@@ -432,3 +432,13 @@ def test_generated_trait_runs_in_persona_collect(installed_plugin: Path, tiny_mo
     assert first["system"] == f"You are an overcautious assistant. {trait.instructions[0].pos}"
     assert all(s["scores"]["trait_judge"] == pytest.approx(70.0) for s in samples)
     assert all(s["scores"]["coherence_judge"] == pytest.approx(40.0) for s in samples)
+
+
+def test_cli_generator_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv(trait_generation.GENERATOR_ENV, raising=False)
+    result = CliRunner().invoke(main, ["trait", "new", "overcaution", "-d", "d", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "anthropic/claude-sonnet-4-5" in result.output and "No ANTHROPIC_API_KEY defined" in result.output
+    assert "[bold]" not in result.output and "nothing was written" in result.output
+    assert leftovers(tmp_path) == []

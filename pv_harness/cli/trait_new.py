@@ -4,6 +4,7 @@ an installable plugin package. `pv trait` also answers every `pv traits` command
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,8 @@ def new(name: str | None, description: str | None, generator: str | None, model_
     except click.ClickException:
         raise
     except Exception as ex:  # the generator's own errors (no API key, unknown model, network)
-        _fail(f"{type(ex).__name__}: {ex}\nnothing was written")
+        message = re.sub(r"\[/?(?:bold|blue|red|yellow|green|italic)(?: \w+)*\]", "", str(ex))  # rich markup
+        _fail(f"{message.removeprefix('ERROR: ').strip()}\nnothing was written")
 
     click.echo(f"wrote {target}/ ({len(definition.extraction_questions)} extraction + "
                f"{len(definition.evaluation_questions)} evaluation questions):", err=True)
