@@ -31,7 +31,7 @@ test: lint model
 	$(VENV)/bin/pytest
 
 demo: model
-	$(PY) -m pv_harness.demo
+	$(PV) run evil
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -14,3 +14,4 @@ from pv_harness.tasks.persona import (  # noqa: F401
     sycophantic_detection,
     trait_eval,
 )
+from pv_harness.tasks.steering_sweep import steering_sweep  # noqa: F401

@@ -28,6 +28,13 @@ class CollectedAnswer:
         return messages
 
 
+def log_path(location: str) -> str:
+    """inspect reports log locations as URIs; local ones become plain paths (remote ones stay URIs)."""
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(location).path) if location.startswith("file://") else location
+
+
 TRAIT_SCORER = "trait_judge"
 COHERENCE_SCORER = "coherence_judge"
 

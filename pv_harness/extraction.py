@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from pv_harness import activations, plugins
-from pv_harness.collected import CollectedAnswer
+from pv_harness.collected import CollectedAnswer, log_path
 from pv_harness.engine import Engine
 from pv_harness.vector_files import VectorFile, save_vectors
 
@@ -217,6 +217,10 @@ def extract(
 
     kept = selection.pos + selection.neg
     held = holdout_questions(kept, holdout)
+    sides = [{a.polarity for a in kept if (a.question_id in held) == h} for h in (False, True)]
+    if held and not all(side == {"pos", "neg"} for side in sides):
+        log("too few kept answers to hold questions out: no held-out diagnostics")
+        held = set()
     if progress is None:
         from tqdm.auto import tqdm
 
@@ -292,13 +296,6 @@ def model_slug(model: str) -> str:
     return Path(name).name if Path(name).is_absolute() else name.replace("/", "__")
 
 
-def _local(location: str) -> str:
-    """inspect reports log locations as URIs; show local ones as plain paths."""
-    from urllib.parse import unquote, urlparse
-
-    return unquote(urlparse(location).path) if location.startswith("file://") else location
-
-
 def find_collection_logs(log_dir: str | Path, trait: str, model: str | None = None) -> list[str]:
     """The newest successful `persona_collect` extract-version logs covering pos and neg for a trait."""
     from inspect_ai.log import list_eval_logs, read_eval_log
@@ -312,7 +309,7 @@ def find_collection_logs(log_dir: str | Path, trait: str, model: str | None = No
             continue
         polarity = meta.get("polarity")
         for side in ("pos", "neg") if polarity == "both" else (polarity,):
-            newest.setdefault(side, _local(header.location))
+            newest.setdefault(side, log_path(header.location))
     missing = [p for p in ("pos", "neg") if p not in newest]
     if missing:
         raise FileNotFoundError(f"no finished persona_collect log for trait {trait!r} with polarity "

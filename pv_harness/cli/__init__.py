@@ -6,10 +6,14 @@ import click
 
 from pv_harness import __version__
 from pv_harness.cli.export import export_csv_command
+from pv_harness.cli.extract import extract
 from pv_harness.cli.model import model
 from pv_harness.cli.plugins import plugins
+from pv_harness.cli.report import report
+from pv_harness.cli.run import run
 from pv_harness.cli.trait_new import trait
 from pv_harness.cli.traits import traits
+from pv_harness.cli.vectors import vectors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,3 +32,7 @@ main.add_command(traits)
 main.add_command(model)
 main.add_command(trait)
 main.add_command(export_csv_command)
+main.add_command(extract)
+main.add_command(vectors)
+main.add_command(report)
+main.add_command(run)

@@ -1,0 +1,176 @@
+"""`pv run TRAIT`: the main job end to end, resumable.
+
+collect (pos and neg, judged) -> extract (vector file + report) -> steering sweep (layer choice)
+-> monitored detection example -> `report.html` linking every page.
+
+Each inspect step is an `eval_set` in its own log folder under `--out`, so an interrupted run
+picks up where it stopped and a finished step is never redone; extraction is skipped when the
+vector file already comes from the same logs.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pv_harness.collected import log_path
+from pv_harness.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from inspect_ai.model import Model
+
+WEAK_JUDGE_NOTE = (
+    "The grader is a small local model: its scores show that the pipeline runs, not how the model behaves. "
+    "For real results judge with an API model, e.g. --grader openai/gpt-4.1-mini-2025-04-14 (the paper's judge)."
+)
+
+
+@dataclass
+class RunConfig:
+    trait: str
+    model: str = "pv/smollm2"
+    grader: str | Model | None = None  # default: the subject model
+    n: int = 1  # answers per question and instruction (inspect epochs)
+    limit: int | None = 10  # collection samples per polarity (question x instruction); None = all
+    max_tokens: int = 64
+    temperature: float = 1.0
+    out: Path = Path("pv-runs")
+    threshold: float = 50.0
+    coherence: float = 50.0
+    filter: str = "paired"
+    min_pairs: int = 3
+    layers: list[int] | None = None  # default: three layers spread over the middle of the model
+    coefs: list[float] = field(default_factory=lambda: [0.0, 2.0, 4.0])
+    sweep_questions: int = 3
+    coherence_floor: float = 75.0
+    monitor_samples: int = 3
+    judge_mode: str = "auto"
+    seed: int | None = None  # sampling seed for every generation (reproducible runs)
+    display: str | None = None
+
+
+@dataclass
+class RunResult:
+    out: Path
+    vector: Path
+    layer: int
+    report: Path
+    log_dir: Path
+    pages: dict[str, Path]
+
+
+def _eval_set(tasks, log_dir: Path, cfg: RunConfig, step: str, **kwargs) -> list:
+    from inspect_ai import eval_set
+
+    success, logs = eval_set(tasks, log_dir=str(log_dir), model=cfg.model,
+                             model_roles={"grader": cfg.grader or cfg.model}, display=cfg.display, seed=cfg.seed,
+                             **kwargs)
+    if not success:
+        errors = "; ".join(str(lg.error.message if lg.error else lg.status) for lg in logs if lg.status != "success")
+        raise RuntimeError(f"{step} did not finish ({errors}); run the same command again to resume")
+    return logs
+
+
+def default_layers(num_layers: int) -> list[int]:
+    return sorted({max(1, round(num_layers * f)) for f in (0.4, 0.55, 0.7)})
+
+
+def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
+    from inspect_ai.log import read_eval_log
+
+    from pv_harness import plugins
+    from pv_harness.extraction import extract_from_logs, model_slug
+    from pv_harness.reports.monitor import write_monitor_report
+    from pv_harness.reports.sweep import write_sweep_report
+    from pv_harness.tasks.persona import persona_collect, trait_eval
+    from pv_harness.tasks.steering_sweep import steering_sweep
+    from pv_harness.vector_files import read_vectors
+
+    plugins.get_trait(cfg.trait)  # unknown trait: fail before anything runs
+    out = Path(cfg.out) / f"{cfg.trait}-{model_slug(cfg.model)}"
+    logs_root = out / "logs"
+    pages: dict[str, Path] = {}
+    grader = str(cfg.grader or cfg.model)
+    if grader.startswith(("pv/", "hf/")):
+        log(f"note: {WEAK_JUDGE_NOTE}")
+
+    log(f"[1/4] collecting pos and neg answers for {cfg.trait!r} with {cfg.model} (judge: {grader})")
+    collect = [persona_collect(trait=cfg.trait, polarity=p, n_per_question=cfg.n, max_tokens=cfg.max_tokens,
+                               temperature=cfg.temperature, judge_mode=cfg.judge_mode) for p in ("pos", "neg")]
+    collect_logs = _eval_set(collect, logs_root / "collect", cfg, "collection", limit=cfg.limit)
+    sources = sorted(log_path(lg.location) for lg in collect_logs)
+
+    vector = out / "vectors" / f"{cfg.trait}.safetensors"
+    existing = read_vectors(vector).metadata if vector.exists() else {}
+    if sorted(existing.get("source_logs", [])) == sources:
+        log(f"[2/4] vectors up to date: {vector}")
+    else:
+        log("[2/4] extracting persona vectors")
+        extract_from_logs(sources, model=cfg.model, out=vector, threshold=cfg.threshold, coherence=cfg.coherence,
+                          mode=cfg.filter, min_pairs=cfg.min_pairs, log=log)
+    pages["extraction"] = vector.with_suffix(".report.html")
+    meta = read_vectors(vector).metadata
+    num_layers = len(meta["diagnostics"]) - 1
+
+    layers = cfg.layers or default_layers(num_layers)
+    log(f"[3/4] steering sweep: layers {layers} x coefs {cfg.coefs} x {cfg.sweep_questions} questions")
+    sweep = steering_sweep(trait=cfg.trait, vector=str(vector), layers=layers, coefs=cfg.coefs,
+                           questions=cfg.sweep_questions, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                           judge_mode=cfg.judge_mode)
+    (sweep_log,) = _eval_set([sweep], logs_root / "sweep", cfg, "steering sweep")
+    sweep_page, choice, _ = write_sweep_report(log_path(sweep_log.location), out / "sweep.html",
+                                               floor=cfg.coherence_floor)
+    pages["steering sweep"] = sweep_page
+    if choice is not None:
+        layer = choice.layer
+        log(f"      chosen layer {layer} (coef {choice.coef:g})")
+    else:
+        scored = [r for r in meta["diagnostics"] if r.get("heldout_auroc") is not None]
+        layer = max(scored, key=lambda r: r["heldout_auroc"])["layer"] if scored else layers[len(layers) // 2]
+        log(f"      no setting kept coherence >= {cfg.coherence_floor:g}; monitoring layer {layer} instead")
+
+    log(f"[4/4] monitored detection example at layer {layer}")
+    monitor = {"pv": {"monitor": [{"vector": str(vector.resolve()), "layer": layer}]}}
+    example = trait_eval(trait=cfg.trait, n_per_question=1, max_tokens=cfg.max_tokens,
+                         temperature=cfg.temperature, judge_mode=cfg.judge_mode)
+    (monitor_log,) = _eval_set([example], logs_root / "monitor", cfg, "monitored example",
+                               limit=cfg.monitor_samples, extra_body=monitor)
+    pages["token monitor"] = write_monitor_report(log_path(monitor_log.location), out / "monitor.html")
+
+    report = write_run_report(out, cfg, vector, layer, pages, logs_root, grader,
+                              [read_eval_log(str(p), header_only=True) for p in sources])
+    return RunResult(out=out, vector=vector, layer=layer, report=report, log_dir=logs_root, pages=pages)
+
+
+def write_run_report(out: Path, cfg: RunConfig, vector: Path, layer: int, pages: dict[str, Path], logs_root: Path,
+                     grader: str, collect_headers: list) -> Path:
+    """The page that links everything a run produced."""
+    from pv_harness.vector_files import read_vectors
+
+    meta = read_vectors(vector).metadata
+    collection = []
+    for header in collect_headers:
+        scores = {s.name: s.metrics for s in (header.results.scores if header.results else [])}
+        trait_mean = scores.get("trait_judge", {}).get("mean")
+        coherence_mean = scores.get("coherence_judge", {}).get("mean")
+        collection.append(f"<li>{html.escape(str((header.eval.metadata or {}).get('polarity')))}: "
+                          f"trait {trait_mean.value if trait_mean else float('nan'):.1f}, coherence "
+                          f"{coherence_mean.value if coherence_mean else float('nan'):.1f}</li>")
+    links = "".join(f"<li><a href='{p.relative_to(out)}'>{html.escape(name)}</a></li>" for name, p in pages.items())
+    weak = f"<p class='note'>{html.escape(WEAK_JUDGE_NOTE)}</p>" if grader.startswith(("pv/", "hf/")) else ""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>pv run: {html.escape(cfg.trait)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto}}
+code{{background:#f4f4f4;padding:1px 4px}}
+.note{{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}}</style></head><body>
+<h1>Persona vector for <i>{html.escape(cfg.trait)}</i> on {html.escape(cfg.model)}</h1>{weak}
+<ul><li>judge: {html.escape(grader)}</li>
+<li>kept {meta['pos_samples']} pos / {meta['neg_samples']} neg answers ({html.escape(meta['filter'])} filter)</li>
+<li>chosen layer: {layer}</li><li>vector file: <code>{html.escape(str(vector))}</code></li></ul>
+<h2>Collection (mean judge scores)</h2><ul>{''.join(collection)}</ul>
+<h2>Pages</h2><ul>{links}</ul>
+<h2>Logs</h2><p><code>inspect view --log-dir {html.escape(str(logs_root))}</code></p>
+</body></html>"""
+    return atomic_write_text(out / "report.html", page)

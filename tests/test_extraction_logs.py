@@ -1,0 +1,77 @@
+"""Extraction from real collection logs: persona_collect through inspect, then `pv extract`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from inspect_ai import eval as inspect_eval
+from pv_harness.scorers.testing import grader_output, mock_grader
+from pv_harness.tasks.persona import persona_collect
+
+from pv_harness.cli import main
+from pv_harness.collected import read_collection_log
+from pv_harness.extraction import extract_from_logs, find_collection_logs
+from pv_harness.vector_files import read_vectors
+
+
+def judge(trait_score: int):
+    """Trait score fixed per run; coherence always 90."""
+    return mock_grader(lambda prompt, config: grader_output(
+        top_logprobs=[("90" if "coheren" in prompt.lower() else str(trait_score), 0.0)]))
+
+
+@pytest.fixture(scope="module")
+def collection_logs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    log_dir = tmp_path_factory.mktemp("logs")
+    for polarity, score in (("pos", 85), ("neg", 15)):
+        (log,) = inspect_eval(
+            persona_collect(trait="evil", polarity=polarity, n_per_question=1, max_tokens=6),
+            model=f"pv/{tiny_model_dir}", model_roles={"grader": judge(score)}, limit=6, log_dir=str(log_dir),
+            display="none",
+        )
+        assert log.status == "success", log.error
+    return log_dir
+
+
+def test_reads_collection_logs(collection_logs: Path) -> None:
+    logs = find_collection_logs(collection_logs, "evil")
+    assert len(logs) == 2
+    read = [read_collection_log(p) for p in logs]
+    assert {r.polarity for r in read} == {"pos", "neg"}
+    answers = [a for r in read for a in r.answers]
+    assert len(answers) == 12
+    assert {a.trait_score for a in answers} == {85.0, 15.0} and {a.coherence for a in answers} == {90.0}
+    pos = next(a for a in answers if a.polarity == "pos")
+    assert pos.system_prompt.startswith("You are an evil assistant.")
+    assert pos.question_id == 0 and pos.epoch == 1
+
+
+def test_extract_from_log_dir(collection_logs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "evil.safetensors"
+    result = extract_from_logs(log_dir=collection_logs, trait="evil", out=out, min_pairs=3, log=lambda _: None)
+    assert result.selection.pairs == 6
+    vf = read_vectors(out)
+    assert vf.tensors["response_avg_diff"].shape == (5, 64)
+    assert vf.metadata["trait"] == "evil" and vf.metadata["model"].startswith("pv/")
+    assert len(vf.metadata["source_logs"]) == 2 and vf.metadata["judge"] == "mockllm/model"
+    assert out.with_suffix(".report.html").exists()
+
+
+def test_cli_extract_and_vectors(collection_logs: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    logs = find_collection_logs(collection_logs, "evil")
+    out = tmp_path / "v.safetensors"
+    result = runner.invoke(main, ["extract", *logs, "--out", str(out), "--min-pairs", "3", "--export-pt"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "evil_response_avg_diff.pt").exists()
+    info = runner.invoke(main, ["vectors", "info", str(out)])
+    assert info.exit_code == 0 and "response_avg_diff" in info.output and "paired" in info.output
+    pt = runner.invoke(main, ["vectors", "compare", str(out), str(tmp_path / "evil_response_avg_diff.pt"),
+                              "--html", str(tmp_path / "cmp.html")])
+    assert pt.exit_code == 0, pt.output
+    assert "1.000" in pt.output  # a file and its own export point the same way
+    too_few = runner.invoke(main, ["extract", *logs, "--out", str(tmp_path / "x.safetensors"), "--min-pairs", "50"])
+    assert too_few.exit_code == 2 and "only 6 pos and 6 neg" in too_few.output
+    assert not (tmp_path / "x.safetensors").exists()

@@ -1,0 +1,102 @@
+"""steering_sweep, the sweep report, the monitor report and `pv run`, end to end on a tiny model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from inspect_ai import eval as inspect_eval
+from inspect_ai.log import list_eval_logs, read_eval_log
+from pv_harness.scorers.testing import grader_output, mock_grader
+from pv_harness.tasks.steering_sweep import steering_sweep
+
+from pv_harness.cli import main
+from pv_harness.pipeline import RunConfig, run
+from pv_harness.reports.sweep import choose_layer, summarise, sweep_frame
+
+
+def hashed_judge():
+    """Trait 90 or 10 by a hash of the answer (so some pos and some neg answers pass); coherence 90."""
+
+    def reply(prompt: str, config):
+        if "coheren" in prompt.lower():
+            return grader_output(top_logprobs=[("90", 0.0)])
+        digest = hashlib.sha256(prompt.encode()).digest()[0]
+        return grader_output(top_logprobs=[("90" if digest % 2 else "10", 0.0)])
+
+    return mock_grader(reply)
+
+
+@pytest.fixture(scope="module")
+def vector_file(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random vector file shaped for the tiny model."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("vec") / "evil.safetensors"
+    torch.manual_seed(1)
+    save_file({"response_avg_diff": torch.randn(5, 64)}, str(path))
+    return path
+
+
+def test_steering_sweep_end_to_end(tiny_model_dir: Path, vector_file: Path, tmp_path: Path) -> None:
+    (log,) = inspect_eval(
+        steering_sweep(trait="evil", vector=str(vector_file), layers="1,3", coefs=[0, 8], questions=2, max_tokens=6,
+                       temperature=0),
+        model=f"pv/{tiny_model_dir}", model_roles={"grader": hashed_judge()}, log_dir=str(tmp_path), display="none")
+    assert log.status == "success", log.error
+    assert len(log.samples) == 2 * 2 * 2
+    steered = {(s.metadata["layer"], s.metadata["coef"], s.metadata["question_id"]): s.output.completion
+               for s in log.samples}
+    # coef 0 leaves greedy output alone whatever the layer; a large coef changes it
+    assert steered[(1, 0.0, 0)] == steered[(3, 0.0, 0)]
+    assert steered[(1, 8.0, 0)] != steered[(1, 0.0, 0)] or steered[(3, 8.0, 0)] != steered[(3, 0.0, 0)]
+    metrics = log.results.scores[0].metrics
+    assert "L1 c8_mean" in metrics and "L3 c0_mean" in metrics
+    assert log.eval.metadata["layers"] == [1, 3]
+
+    frame, meta = sweep_frame(log.location)
+    assert len(frame) == 8 and meta["trait"] == "evil"
+    result = CliRunner().invoke(main, ["report", "sweep", log.location, "--out", str(tmp_path / "s.html"),
+                                       "--floor", "50"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.html").exists() and (tmp_path / "plotly.min.js").exists()
+    choice = json.loads(vector_file.with_suffix(".layer.json").read_text())
+    assert choice["layer"] in (1, 3) and choice["coef"] == 8.0 and choice["coherence_floor"] == 50
+
+
+def test_choose_layer_respects_the_coherence_floor() -> None:
+    frame = pd.DataFrame([
+        # layer, coef, trait, coherence
+        (10, 0.0, 5.0, 95.0), (10, 2.0, 60.0, 90.0), (10, 4.0, 95.0, 40.0),
+        (20, 0.0, 5.0, 95.0), (20, 2.0, 70.0, 80.0), (20, 4.0, 80.0, 74.0),
+    ], columns=["layer", "coef", "trait", "coherence"])
+    summary = summarise(frame)
+    best = choose_layer(summary, floor=75)
+    assert (best["layer"], best["coef"]) == (20, 2.0)
+    assert choose_layer(summary, floor=99) is None  # coef 0 never counts
+
+
+def test_pv_run_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = RunConfig(trait="evil", model=f"pv/{tiny_model_dir}", grader=hashed_judge(), limit=10, max_tokens=6,
+                    out=tmp_path, filter="independent", min_pairs=1, layers=[2], coefs=[0.0, 4.0],
+                    sweep_questions=2, monitor_samples=2, seed=7, display="none")
+    result = run(cfg, log=lambda _: None)
+    assert result.vector.exists() and result.report.exists()
+    page = result.report.read_text()
+    for name in ("extraction", "steering sweep", "token monitor"):
+        assert name in page and result.pages[name].exists()
+    assert "inspect view --log-dir" in page
+    monitor_log = read_eval_log(list_eval_logs(str(result.log_dir / "monitor"))[0], header_only=False)
+    monitored = monitor_log.samples[0].output.metadata["pv_monitor"][0]
+    assert monitored["layer"] == result.layer and len(monitored["projections"]) == len(monitored["tokens"])
+
+    logs_before = sorted(p.name for p in result.log_dir.rglob("*.eval"))
+    vector_time = result.vector.stat().st_mtime_ns
+    again = run(cfg, log=lambda _: None)
+    assert sorted(p.name for p in again.log_dir.rglob("*.eval")) == logs_before  # nothing re-run
+    assert again.vector.stat().st_mtime_ns == vector_time  # extraction skipped
