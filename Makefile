@@ -31,7 +31,7 @@ test: lint model
 	$(VENV)/bin/pytest
 
 demo: model
-	$(PV) run evil
+	$(PV) run evil --judge-min-mass 0 --seed 0
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

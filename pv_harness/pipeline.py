@@ -48,6 +48,7 @@ class RunConfig:
     coherence_floor: float = 75.0
     monitor_samples: int = 3
     judge_mode: str = "auto"
+    judge_min_mass: float = 0.25  # the paper's; a tiny local judge needs less (see `pv run --help`)
     seed: int | None = None  # sampling seed for every generation (reproducible runs)
     display: str | None = None
 
@@ -99,7 +100,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
 
     log(f"[1/4] collecting pos and neg answers for {cfg.trait!r} with {cfg.model} (judge: {grader})")
     collect = [persona_collect(trait=cfg.trait, polarity=p, n_per_question=cfg.n, max_tokens=cfg.max_tokens,
-                               temperature=cfg.temperature, judge_mode=cfg.judge_mode) for p in ("pos", "neg")]
+                               temperature=cfg.temperature, judge_mode=cfg.judge_mode,
+                               judge_min_mass=cfg.judge_min_mass) for p in ("pos", "neg")]
     collect_logs = _eval_set(collect, logs_root / "collect", cfg, "collection", limit=cfg.limit)
     sources = sorted(log_path(lg.location) for lg in collect_logs)
 
@@ -119,7 +121,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
     log(f"[3/4] steering sweep: layers {layers} x coefs {cfg.coefs} x {cfg.sweep_questions} questions")
     sweep = steering_sweep(trait=cfg.trait, vector=str(vector), layers=layers, coefs=cfg.coefs,
                            questions=cfg.sweep_questions, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                           judge_mode=cfg.judge_mode)
+                           judge_mode=cfg.judge_mode, judge_min_mass=cfg.judge_min_mass)
     (sweep_log,) = _eval_set([sweep], logs_root / "sweep", cfg, "steering sweep")
     sweep_page, choice, _ = write_sweep_report(log_path(sweep_log.location), out / "sweep.html",
                                                floor=cfg.coherence_floor)
@@ -135,7 +137,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
     log(f"[4/4] monitored detection example at layer {layer}")
     monitor = {"pv": {"monitor": [{"vector": str(vector.resolve()), "layer": layer}]}}
     example = trait_eval(trait=cfg.trait, n_per_question=1, max_tokens=cfg.max_tokens,
-                         temperature=cfg.temperature, judge_mode=cfg.judge_mode)
+                         temperature=cfg.temperature, judge_mode=cfg.judge_mode, judge_min_mass=cfg.judge_min_mass)
     (monitor_log,) = _eval_set([example], logs_root / "monitor", cfg, "monitored example",
                                limit=cfg.monitor_samples, extra_body=monitor)
     pages["token monitor"] = write_monitor_report(log_path(monitor_log.location), out / "monitor.html")

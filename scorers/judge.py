@@ -231,7 +231,7 @@ def _top_logprobs(output: ModelOutput) -> list[tuple[str, float]] | None:
     return [(item.token, item.logprob) for item in top]
 
 
-async def ask_grader(prompt: str, *, grader: Model, mode: str) -> tuple[JudgeResult, str]:
+async def ask_grader(prompt: str, *, grader: Model, mode: str, min_mass: float = MIN_MASS) -> tuple[JudgeResult, str]:
     """Send one judge prompt; returns the result and the mode actually used."""
     mode = resolve_mode(mode, grader)
     output = await grader.generate(prompt, config=grader_config(mode, grader))
@@ -243,7 +243,7 @@ async def ask_grader(prompt: str, *, grader: Model, mode: str) -> tuple[JudgeRes
                 f"grader {model_name(grader)!r} returned no pv_continuations metadata; continuation mode needs "
                 "the pv/ provider's continuation scoring"
             )
-        result = score_from_continuations(list(data["continuations"]), list(data["logprobs"]))
+        result = score_from_continuations(list(data["continuations"]), list(data["logprobs"]), min_mass=min_mass)
     elif mode == "logprob":
         top = _top_logprobs(output)
         if top is None:
@@ -252,7 +252,7 @@ async def ask_grader(prompt: str, *, grader: Model, mode: str) -> tuple[JudgeRes
                 logger.warning("grader %s returned no logprobs: judging in text mode instead", name)
             _no_logprobs.add(name)
             return await ask_grader(prompt, grader=grader, mode="text")
-        result = score_from_top_logprobs(top)
+        result = score_from_top_logprobs(top, min_mass=min_mass)
     else:
         result = score_from_text(reply)
     return JudgeResult(result.value, result.mass, result.distribution, result.reason, reply), mode
@@ -315,10 +315,10 @@ def _question(state: TaskState) -> str:
 
 
 async def judge_answer(state: TaskState, template: Callable[[str, str], str], *, judge: str,
-                       trait: str | None, mode: str, role: str) -> Score:
+                       trait: str | None, mode: str, role: str, min_mass: float = MIN_MASS) -> Score:
     grader = get_grader(role)
     answer = state.output.completion if state.output else ""
-    result, used = await ask_grader(template(_question(state), answer), grader=grader, mode=mode)
+    result, used = await ask_grader(template(_question(state), answer), grader=grader, mode=mode, min_mass=min_mass)
     return _score(result, mode=used, grader=grader, judge=judge, trait=trait, answer=answer)
 
 
@@ -331,20 +331,24 @@ def _check_mode(mode: str) -> None:
 
 
 @scorer(metrics=[judge_stats()])
-def trait_judge(trait: str, judge_mode: str = "auto", grader_role: str = GRADER_ROLE) -> Scorer:
-    """Score each answer 0-100 for `trait` with the trait's own judge prompt (unscored on refusal)."""
+def trait_judge(trait: str, judge_mode: str = "auto", grader_role: str = GRADER_ROLE,
+                min_mass: float = MIN_MASS) -> Scorer:
+    """Score each answer 0-100 for `trait` with the trait's own judge prompt (unscored on refusal).
+
+    `min_mass`: the numeric probability mass below which an answer is unscored (paper: 0.25).
+    """
     _check_mode(judge_mode)
     definition = plugins.get_trait(trait)
 
     async def score(state: TaskState, target: Target) -> Score:
         return await judge_answer(state, definition.judge_message, judge="trait", trait=trait,
-                                  mode=judge_mode, role=grader_role)
+                                  mode=judge_mode, role=grader_role, min_mass=min_mass)
 
     return score
 
 
 @scorer(metrics=[judge_stats()])
-def coherence_judge(judge_mode: str = "auto", grader_role: str = GRADER_ROLE) -> Scorer:
+def coherence_judge(judge_mode: str = "auto", grader_role: str = GRADER_ROLE, min_mass: float = MIN_MASS) -> Scorer:
     """Score each answer 0-100 for coherence (anchors: 0 incoherent, 50 rambling, 100 clear)."""
     _check_mode(judge_mode)
 
@@ -352,7 +356,8 @@ def coherence_judge(judge_mode: str = "auto", grader_role: str = GRADER_ROLE) ->
         return COHERENCE_PROMPT.format(question=question, answer=answer)
 
     async def score(state: TaskState, target: Target) -> Score:
-        return await judge_answer(state, template, judge="coherence", trait=None, mode=judge_mode, role=grader_role)
+        return await judge_answer(state, template, judge="coherence", trait=None, mode=judge_mode, role=grader_role,
+                                  min_mass=min_mass)
 
     return score
 
@@ -391,7 +396,8 @@ def hooked_judges(trait: str) -> list[HookedJudge]:
     return [judge for judge in _hooked(key) if judge.trait == trait]
 
 
-def judge_scorers(trait: str, judge_mode: str = "auto", *, coherence: bool = True) -> list[Scorer]:
+def judge_scorers(trait: str, judge_mode: str = "auto", *, coherence: bool = True,
+                  min_mass: float = MIN_MASS) -> list[Scorer]:
     """The scorers for a trait: the trait judge (or a plugin's replacement), coherence, plugin extras."""
     _check_mode(judge_mode)
     definition = plugins.get_trait(trait)
@@ -408,9 +414,9 @@ def judge_scorers(trait: str, judge_mode: str = "auto", *, coherence: bool = Tru
             raise JudgeConfigError(f"plugin {judge.plugin!r}: judge for trait {trait!r} failed to build: "
                                    f"{type(ex).__name__}: {ex}") from ex
 
-    scorers = [build(replacements[0]) if replacements else trait_judge(trait, judge_mode)]
+    scorers = [build(replacements[0]) if replacements else trait_judge(trait, judge_mode, min_mass=min_mass)]
     if coherence:
-        scorers.append(coherence_judge(judge_mode))
+        scorers.append(coherence_judge(judge_mode, min_mass=min_mass))
     scorers.extend(build(judge) for judge in hooked if not judge.replace)
     return scorers
 

@@ -26,7 +26,7 @@ from inspect_ai._util.error import PrerequisiteError
 from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig
 from inspect_ai.solver import generate
-from pv_harness.scorers.judge import JUDGE_MODES, JudgeConfigError, judge_scorers
+from pv_harness.scorers.judge import JUDGE_MODES, MIN_MASS, JudgeConfigError, judge_scorers
 from pv_harness.solvers.preflight import check_grader, check_steering, eval_context_model, preflight
 
 from pv_harness import plugins
@@ -107,9 +107,12 @@ def _early_checks(judge_mode: str, steering: bool) -> None:
         check_steering(model)
 
 
-def _scorers(trait: str, judge_mode: str) -> list[Any]:
+def _scorers(trait: str, judge_mode: str, min_mass: Any = MIN_MASS) -> list[Any]:
+    mass = _number("judge_min_mass", min_mass)
+    if not 0 <= mass <= 1:
+        raise PrerequisiteError(f"judge_min_mass must be between 0 and 1; got {min_mass!r}")
     try:
-        return judge_scorers(trait, judge_mode)
+        return judge_scorers(trait, judge_mode, min_mass=mass)
     except JudgeConfigError as ex:
         raise PrerequisiteError(str(ex)) from ex
 
@@ -204,6 +207,7 @@ def persona_collect(
     max_tokens: int = 1000,
     assistant_name: str | None = None,
     judge_mode: str = "auto",
+    judge_min_mass: float = MIN_MASS,
 ) -> Task:
     """Collect judged answers under the trait's pos or neg persona system prompts (the paper's step 2).
 
@@ -217,6 +221,8 @@ def persona_collect(
         assistant_name: The name in `You are a/an {name} assistant.` (default: the trait for pos,
             `helpful` for neg).
         judge_mode: `auto`, `logprob`, `continuation` or `text` (see pv_harness.scorers.judge).
+        judge_min_mass: Unscored when the judge puts less probability than this on numbers (paper: 0.25;
+            lower it only for a small local judge that rarely answers with a bare number).
     """
     definition = _trait(trait)
     _choice("polarity", polarity, (*POLARITIES, "both"))
@@ -235,7 +241,7 @@ def persona_collect(
         dataset=MemoryDataset(samples, name=f"{definition.name}_{version}_{polarity}"),
         setup=preflight(judge_mode),
         solver=generate(),
-        scorer=_scorers(definition.name, judge_mode),
+        scorer=_scorers(definition.name, judge_mode, judge_min_mass),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
         epochs=Epochs(epochs),
         metadata={"pv_task": "persona_collect", "trait": definition.name, "polarity": polarity,
@@ -255,6 +261,7 @@ def trait_eval(
     steer_layer: int | None = None,
     steer_coef: float | None = None,
     steer_positions: str = "response",
+    judge_min_mass: float = MIN_MASS,
 ) -> Task:
     """Detection eval: how strongly a model shows a trait on the held-out questions, with no system prompt.
 
@@ -270,9 +277,10 @@ def trait_eval(
         steer_layer: The layer whose vector is added (the vector file's layer convention).
         steer_coef: Steering coefficient (negative suppresses the trait).
         steer_positions: `response` (last prompt token and generated tokens), `all` or `prompt`.
+        judge_min_mass: Unscored below this numeric probability mass (paper: 0.25; see persona_collect).
     """
     return detection_task(trait, n_per_question, temperature, max_tokens, version, judge_mode,
-                              steer_vector, steer_layer, steer_coef, steer_positions)
+                          steer_vector, steer_layer, steer_coef, steer_positions, judge_min_mass=judge_min_mass)
 
 
 def detection_task(
@@ -286,6 +294,7 @@ def detection_task(
     steer_layer: int | None = None,
     steer_coef: float | None = None,
     steer_positions: str = "response",
+    judge_min_mass: float = MIN_MASS,
 ) -> Task:
     """The detection eval's Task (what `trait_eval` and the per-trait aliases return)."""
     definition = _trait(trait)
@@ -306,7 +315,7 @@ def detection_task(
         dataset=MemoryDataset(detection_samples(definition, version), name=f"{definition.name}_{version}"),
         setup=preflight(judge_mode, steering=steering),
         solver=generate(),
-        scorer=_scorers(definition.name, judge_mode),
+        scorer=_scorers(definition.name, judge_mode, judge_min_mass),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens, extra_body=extra_body),
         epochs=Epochs(epochs),
         metadata=metadata,

@@ -19,6 +19,7 @@ from inspect_ai._util.error import PrerequisiteError
 from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import Generate, Solver, TaskState, solver
+from pv_harness.scorers.judge import MIN_MASS
 from pv_harness.scorers.metrics import grouped_judge_stats
 from pv_harness.solvers.preflight import preflight
 from pv_harness.tasks.persona import (
@@ -76,6 +77,7 @@ def steering_sweep(
     max_tokens: int = 256,
     version: str = "eval",
     judge_mode: str = "auto",
+    judge_min_mass: float = MIN_MASS,
 ) -> Task:
     """Steer with a persona vector at each layer x coefficient and judge trait and coherence.
 
@@ -91,6 +93,7 @@ def steering_sweep(
         max_tokens: Longest answer.
         version: `eval` (held-out questions, default) or `extract`.
         judge_mode: `auto`, `logprob`, `continuation` or `text`.
+        judge_min_mass: Unscored below this numeric probability mass (paper: 0.25; see persona_collect).
     """
     definition = _trait(trait)
     if not vector:
@@ -122,7 +125,7 @@ def steering_sweep(
         dataset=MemoryDataset(samples, name=f"{definition.name}_steering_sweep"),
         setup=preflight(judge_mode, steering=True),
         solver=steered_generate(str(path.resolve()), positions),
-        scorer=_scorers(definition.name, judge_mode),
+        scorer=_scorers(definition.name, judge_mode, judge_min_mass),
         metrics=[grouped_judge_stats(SETTING)],
         config=GenerateConfig(temperature=_number("temperature", temperature),
                               max_tokens=_positive_int("max_tokens", max_tokens)),

@@ -316,3 +316,14 @@ def test_rescoring_a_log_recreates_our_scorers(pvtest, tmp_path: Path) -> None:
     assert metrics(rescored, "trait_judge") == {"mean": 70.0, "stderr": 0.0}
     assert metrics(rescored, "coherence_judge") == {"mean": 70.0, "stderr": 0.0}
     assert all(s.scores["trait_judge"].value == 70.0 for s in rescored.samples)
+
+
+def test_judge_min_mass_is_a_task_option(pvtest) -> None:
+    """Mass 0.2 on numbers: unscored under the paper's 0.25 rule, scored when the floor is lowered."""
+    reply = grader_output(top_logprobs=distribution_logprobs({"40": 0.2, "The": 0.8}))
+    strict = run(trait_eval(trait="pvtest", n_per_question=1), mock_subject(), mock_grader(reply))
+    assert math.isnan(strict.samples[0].scores["trait_judge"].value)
+    lenient = run(trait_eval(trait="pvtest", n_per_question=1, judge_min_mass=0.1), mock_subject(), mock_grader(reply))
+    assert lenient.samples[0].scores["trait_judge"].value == pytest.approx(40.0)
+    with pytest.raises(PrerequisiteError, match="judge_min_mass"):
+        persona_collect(trait="pvtest", judge_min_mass=2)

@@ -41,8 +41,12 @@ def _numbers(cast):
 @click.option("--sweep-questions", type=int, default=3, show_default=True)
 @click.option("--judge-mode", type=click.Choice(["auto", "logprob", "continuation", "text"]), default="auto",
               show_default=True)
+@click.option("--judge-min-mass", type=float, default=0.25, show_default=True,
+              help="Unscored when the judge puts less probability than this on a bare number (the paper's rule). "
+              "The embedded SmolLM2 judge rarely does: `make demo` passes 0.")
+@click.option("--seed", type=int, default=None, help="Sampling seed (reproducible runs).")
 def run(trait, model, grader, n, limit, max_tokens, out, threshold, filter_mode, min_pairs, layers, coefs,
-        sweep_questions, judge_mode) -> None:
+        sweep_questions, judge_mode, judge_min_mass, seed) -> None:
     """Find and use the persona vector of TRAIT on a model, end to end (resumes if interrupted)."""
     from pv_harness.extraction import TooFewPairs
     from pv_harness.pipeline import RunConfig
@@ -50,7 +54,8 @@ def run(trait, model, grader, n, limit, max_tokens, out, threshold, filter_mode,
 
     cfg = RunConfig(trait=trait, model=model, grader=grader, n=n, limit=limit or None, max_tokens=max_tokens,
                     out=out, threshold=threshold, filter=filter_mode, min_pairs=min_pairs, layers=layers,
-                    coefs=coefs, sweep_questions=sweep_questions, judge_mode=judge_mode)
+                    coefs=coefs, sweep_questions=sweep_questions, judge_mode=judge_mode,
+                    judge_min_mass=judge_min_mass, seed=seed)
     try:
         result = run_pipeline(cfg, log=lambda msg: click.echo(msg, err=True))
     except TooFewPairs as ex:
