@@ -4,7 +4,7 @@
 
 (a) the paper's way: one sample at a time, all hidden states, autograd on;
 (b) a bare `inference_mode` forward pass over the same batches, pooling nothing;
-ours: `pv_harness.activations.pool` + the mean-difference accumulator.
+ours: `pv_harness.extraction.extract` (batched, masked pooling, running sums, no LM head).
 Then peak resident memory of ours for N and 4N samples, each in a fresh process.
 Targets: ours >= 0.9x (b), >= 2x (a); peak memory flat as samples grow.
 """
@@ -16,13 +16,17 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from pv_harness import activations, model_store, plugins
 from pv_harness.collected import CollectedAnswer
+from pv_harness.engine import Engine
+from pv_harness.extraction import extract
 
 
 def samples(n: int) -> list[CollectedAnswer]:
@@ -32,41 +36,41 @@ def samples(n: int) -> list[CollectedAnswer]:
     out = []
     for i in range(n):
         polarity = "pos" if i % 2 == 0 else "neg"
-        pair = trait.instructions[i % 5]
+        pair_index = i // 2  # pos and neg answers come in pairs (same question, instruction, epoch)
+        pair = trait.instructions[pair_index // 20 % 5]
         length = 60 + (i * 37) % 140  # 60..200 words
         start = (i * 13) % max(1, len(prose) - 1)
-        words = (prose[start:] + prose) [:length]
+        words = (prose[start:] + prose)[:length]
         out.append(CollectedAnswer(
-            trait="evil", polarity=polarity, question_id=i // 2 % 20, instruction_id=i % 5, epoch=1,
+            trait="evil", polarity=polarity, question_id=pair_index % 20, instruction_id=pair_index // 20 % 5,
+            epoch=pair_index // 100 + 1,
             system_prompt=f"You are a {'evil' if polarity == 'pos' else 'helpful'} assistant. "
                           f"{pair.pos if polarity == 'pos' else pair.neg}",
-            question=trait.extraction_questions[i // 2 % 20], answer=" ".join(words),
+            question=trait.extraction_questions[pair_index % 20], answer=" ".join(words),
             trait_score=90.0 if polarity == "pos" else 10.0, coherence=90.0,
         ))
     return out
 
 
-def encode_all(tokenizer, answers):
-    return [activations.encode(tokenizer, activations.prompt_text(tokenizer, a.messages()), a.answer) for a in answers]
+def encode_all(engine: Engine, answers):
+    return [activations.encode(engine.tokenizer, engine.chat_text(a.messages()), a.answer) for a in answers]
 
 
-def ours(model, tokenizer, answers, batch_size: int) -> dict[str, torch.Tensor]:
-    method = plugins.extraction_methods()["mean_diff"]()
-    encoded = encode_all(tokenizer, answers)
-    for indices, pooled in activations.pool(model, encoded, pad_token_id=tokenizer.pad_token_id,
-                                            batch_size=batch_size):
-        for polarity in ("pos", "neg"):
-            rows = [j for j, i in enumerate(indices) if answers[i].polarity == polarity]
-            if rows:
-                method.add(polarity, {k: v[rows] for k, v in pooled.items()})
-    return method.result()
+def ours(engine: Engine, answers, batch_size: int, progress=lambda _: None) -> dict[str, torch.Tensor]:
+    """The real thing: `pv_harness.extraction.extract` (no held-out split, like the paper)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = extract(answers, model_name="benchmark", engine=engine, out=Path(tmp) / "v.safetensors",
+                         trait="evil", min_pairs=1, holdout=0, batch_size=batch_size, log=lambda _: None,
+                         progress=progress)
+    return {k.removesuffix("_diff"): v for k, v in result.vectors.tensors.items()}
 
 
-def paper_way(model, tokenizer, answers) -> dict[str, torch.Tensor]:
+def paper_way(engine: Engine, model, answers) -> dict[str, torch.Tensor]:
     """Per sample, autograd on, every hidden state kept, then averaged: as the paper's script does."""
+    tokenizer = engine.tokenizer
     per = {"pos": {k: [] for k in activations.KINDS}, "neg": {k: [] for k in activations.KINDS}}
     for a in answers:
-        prompt = activations.prompt_text(tokenizer, a.messages())
+        prompt = engine.chat_text(a.messages())
         prompt_len = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         ids = tokenizer(prompt + a.answer, add_special_tokens=False, return_tensors="pt")
         out = model(**ids, output_hidden_states=True)
@@ -84,11 +88,12 @@ def paper_way(model, tokenizer, answers) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
-def bare_forward(model, tokenizer, answers, batch_size: int) -> None:
-    encoded = encode_all(tokenizer, answers)
+def bare_forward(engine: Engine, model, answers, batch_size: int) -> None:
+    """The stock transformers model (LM head included, as a plain forward is), over the same batches."""
+    encoded = encode_all(engine, answers)
     for indices in activations._batches(encoded, batch_size, 8192):
         width = max(len(encoded[i].input_ids) for i in indices)
-        ids = torch.full((len(indices), width), tokenizer.pad_token_id)
+        ids = torch.full((len(indices), width), engine.pad_id)
         mask = torch.zeros((len(indices), width), dtype=torch.long)
         for row, i in enumerate(indices):
             ids[row, : len(encoded[i].input_ids)] = torch.tensor(encoded[i].input_ids)
@@ -102,13 +107,19 @@ def timed(fn, *args) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def rss_mb() -> float:
+    """Resident memory now (not the process's lifetime peak, which model loading dominates)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def memory_child(folder: str, n: int, batch_size: int) -> None:
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    ours(model, tokenizer, samples(n), batch_size)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"n": n, "peak_mb": after / 1024, "growth_mb": (after - before) / 1024}))
+    engine = Engine.load(folder)
+    answers = samples(n)
+    before = rss_mb()
+    peak = [before]
+    ours(engine, answers, batch_size, progress=lambda _: peak.append(rss_mb()))
+    print(json.dumps({"n": n, "peak_mb": max(peak), "growth_mb": max(peak) - before}))
 
 
 def main() -> None:
@@ -124,16 +135,16 @@ def main() -> None:
         return
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    engine = Engine.load(folder)
+    stock = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()  # (a) and (b) use it as is
     answers = samples(args.samples)
-    tokens = sum(len(e.input_ids) for e in encode_all(tokenizer, answers))
+    tokens = sum(len(e.input_ids) for e in encode_all(engine, answers))
     print(f"{args.samples} samples, {tokens} tokens, model {args.model}, torch threads {torch.get_num_threads()}")
 
-    bare_forward(model, tokenizer, answers[:4], args.batch_size)  # warm-up
-    t_bare, _ = timed(bare_forward, model, tokenizer, answers, args.batch_size)
-    t_ours, ours_vec = timed(ours, model, tokenizer, answers, args.batch_size)
-    t_paper, paper_vec = timed(paper_way, model, tokenizer, answers)
+    bare_forward(engine, stock, answers[:4], args.batch_size)  # warm-up
+    t_bare, _ = timed(bare_forward, engine, stock, answers, args.batch_size)
+    t_ours, ours_vec = timed(ours, engine, answers, args.batch_size)
+    t_paper, paper_vec = timed(paper_way, engine, stock, answers)
     agree = max(float((ours_vec[k].float() - paper_vec[k]).abs().max()) for k in activations.KINDS)
     print(f"(b) bare inference_mode forward : {t_bare:7.2f} s  {tokens / t_bare:8.0f} tok/s")
     print(f"    ours (pool + mean diff)     : {t_ours:7.2f} s  {tokens / t_ours:8.0f} tok/s")
@@ -148,9 +159,9 @@ def main() -> None:
                               "--memory-child", str(n)], capture_output=True, text=True, check=True)
         peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for p in peaks:
-        print(f"peak RSS with {p['n']:>4} samples: {p['peak_mb']:7.0f} MB (+{p['growth_mb']:5.0f} MB while pooling)")
-    print(f"memory ratio {peaks[1]['n']}/{peaks[0]['n']} samples: {peaks[1]['peak_mb'] / peaks[0]['peak_mb']:.2f}x "
-          "(flat = about 1.0)")
+        print(f"resident memory, {p['n']:>4} samples: peak {p['peak_mb']:6.0f} MB, +{p['growth_mb']:4.0f} MB pooling")
+    print(f"memory growth while pooling, {peaks[1]['n']} vs {peaks[0]['n']} samples: {peaks[1]['growth_mb']:.0f} MB vs "
+          f"{peaks[0]['growth_mb']:.0f} MB (flat: does not scale with the sample count)")
 
 
 if __name__ == "__main__":

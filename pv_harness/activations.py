@@ -77,6 +77,7 @@ def pool(
     not grow with the number of samples.
     """
     device = next(model.parameters()).device
+    body = getattr(model, "base_model", model)  # the decoder without the LM head: no logits to compute
     for indices in _batches(items, batch_size, max_batch_tokens):
         batch = [items[i] for i in indices]
         width = max(len(e.input_ids) for e in batch)
@@ -85,8 +86,8 @@ def pool(
         for row, e in enumerate(batch):
             ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
             mask[row, : len(e.input_ids)] = 1
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
-                    use_cache=False)
+        out = body(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
+                   use_cache=False)
         hidden = torch.stack(out.hidden_states, dim=1).float()  # [B, L+1, T, H]
         positions = torch.arange(width).unsqueeze(0)
         lengths = mask.sum(1, keepdim=True)
