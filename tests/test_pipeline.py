@@ -94,6 +94,10 @@ def test_pv_run_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path) -> N
     monitor_log = read_eval_log(list_eval_logs(str(result.log_dir / "monitor"))[0], header_only=False)
     monitored = monitor_log.samples[0].output.metadata["pv_monitor"][0]
     assert monitored["layer"] == result.layer and len(monitored["projections"]) == len(monitored["tokens"])
+    page = CliRunner().invoke(main, ["report", "monitor", monitor_log.location, "--out", str(tmp_path / "m.html")])
+    assert page.exit_code == 0, page.output
+    html = (tmp_path / "m.html").read_text()
+    assert html.count('class="tok"') >= len(monitored["tokens"]) and "Pearson correlation" in html
 
     logs_before = sorted(p.name for p in result.log_dir.rglob("*.eval"))
     vector_time = result.vector.stat().st_mtime_ns
