@@ -51,15 +51,20 @@ def register_judges(register: Callable[..., None]) -> None:
 def register_training_backends(register: Callable[..., None]) -> None:
     """Add fine-tuning backends for model organisms.
 
-    Call `register(name, backend_factory)`; a backend submits a job, reports its status, waits
-    for it and returns the model id inspect should evaluate (`pv/<folder>`, `openai/ft:...`).
+    Call `register(name, backend_factory)`; `backend_factory()` returns a `pv_harness.training.TrainingBackend`:
+    `submit(TrainingRequest) -> Job`, `status(job) -> Job`, `wait(job) -> Job`; a succeeded `Job` carries the
+    model id inspect should evaluate (`pv/<folder>`, `openai/ft:...`). Built in: `local`, `dummy`, `openai`,
+    `tinker`.
     """
 
 
 @hookspec
 def register_training_datasets(register: Callable[..., None]) -> None:
-    """Add trait x strength training datasets for model organisms.
+    """Add sources of trait x strength training datasets for model organisms.
 
-    Call `register(trait_name, strength, loader)` where strength is `baseline`, `mild` or
-    `severe` and `loader(sample_size=None, seed=0)` returns a list of chat `messages` examples.
+    Call `register(name, loader)`; `loader(trait, strength, *, sample_size=None, seed=0, **options)` returns
+    a list of `{"messages": [...]}` chat examples ending in an assistant message, where strength is
+    `baseline`, `mild` or `severe` and `options` come from the experiment config (`dataset_kwargs`).
+    Built in: `paper` (the paper's `<trait>/{normal,misaligned_1,misaligned_2}.jsonl` folders) and
+    `collected` (judged answers of our own collection logs).
     """

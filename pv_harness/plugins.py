@@ -35,6 +35,10 @@ DEFAULT_PLUGINS = [
     "pv_harness.default_plugins.power_seeking",
     "pv_harness.default_plugins.alignment_theatre",
     "pv_harness.default_plugins.extraction",
+    "pv_harness.default_plugins.training_local",
+    "pv_harness.default_plugins.training_openai",
+    "pv_harness.default_plugins.training_tinker",
+    "pv_harness.default_plugins.training_data",
 ]
 
 
@@ -95,6 +99,10 @@ def reset() -> None:
     _state.cache_clear()
     _traits.cache_clear()
     extraction_methods.cache_clear()
+    from pv_harness import training
+
+    training.training_backends.cache_clear()
+    training.training_datasets.cache_clear()
 
 
 def plugin_manager() -> pluggy.PluginManager:
