@@ -11,6 +11,7 @@ from pv_harness.cli.model import model
 from pv_harness.cli.plugins import plugins
 from pv_harness.cli.report import report
 from pv_harness.cli.run import run
+from pv_harness.cli.shift import screen_command, shift_command
 from pv_harness.cli.trait_new import trait
 from pv_harness.cli.traits import traits
 from pv_harness.cli.vectors import vectors
@@ -36,3 +37,5 @@ main.add_command(extract)
 main.add_command(vectors)
 main.add_command(report)
 main.add_command(run)
+main.add_command(shift_command)
+main.add_command(screen_command)
