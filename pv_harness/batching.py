@@ -1,10 +1,13 @@
 """Collect concurrent inspect requests into batches for one local model.
 
 inspect calls `generate` once per sample, concurrently (up to max_connections). A worker thread takes the
-first waiting request, keeps collecting while more keep arriving (a quiet gap of `gap` seconds ends the
-collection, `max_wait` caps it, `max_batch` caps its size) and runs the batch; requests that arrive
-meanwhile form the next batch as soon as it finishes. The torch work runs on the worker thread, so the
-event loop stays free to accept requests. The thread is independent of any event loop, so one loaded
+first waiting request, keeps collecting while more keep arriving, and runs the batch; requests that arrive
+meanwhile form the next batch as soon as it finishes. Collection ends at a quiet gap of `gap` seconds,
+except that it waits up to `patience` seconds between arrivals while the batch is smaller than the last
+one: the callers just answered usually come straight back (their samples' next requests), but inspect
+needs some milliseconds per finished sample, and without patience a wave of 8 would split into 1 + 7.
+`max_wait` caps any collection; `max_batch` caps the size. The torch work runs on the worker thread, so
+the event loop stays free to accept requests. The thread is independent of any event loop, so one loaded
 model serves successive `eval()` calls (each of which runs its own loop).
 """
 
@@ -28,13 +31,16 @@ class Batcher(Generic[R, T]):
     """Run `run_batch(requests) -> results` on a worker thread over batches of concurrent submissions."""
 
     def __init__(self, run_batch: Callable[[list[R]], Sequence[T | BaseException]], *, max_batch: int = 32,
-                 gap: float = 0.01, max_wait: float = 0.1, name: str = "pv-batcher") -> None:
+                 gap: float = 0.01, patience: float = 0.5, max_wait: float = 1.0,
+                 name: str = "pv-batcher") -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.gap = gap
+        self.patience = patience
         self.max_wait = max_wait
+        self._expect = 1  # size of the last batch: how many callers are likely to come back
         self.name = name
         self.batch_sizes: list[int] = []  # for benchmarks and tests
         self._queue: queue.Queue[tuple[R, concurrent.futures.Future[T]] | None] = queue.Queue()
@@ -65,7 +71,8 @@ class Batcher(Generic[R, T]):
         batch = [first]
         deadline = time.monotonic() + self.max_wait
         while len(batch) < self.max_batch:
-            wait = min(self.gap, deadline - time.monotonic())
+            gap = self.patience if len(batch) < self._expect else self.gap
+            wait = min(gap, deadline - time.monotonic())
             try:
                 item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
@@ -84,6 +91,7 @@ class Batcher(Generic[R, T]):
             live = [(req, fut) for req, fut in batch if fut.set_running_or_notify_cancel()]
             if live:
                 self.batch_sizes.append(len(live))
+                self._expect = len(live)
                 try:
                     results = self.run_batch([req for req, _ in live])
                 except BaseException as ex:  # noqa: BLE001 - hand any failure to every waiting request

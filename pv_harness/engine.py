@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 
 from pv_harness.layers import ModelLayers, find_layers
+from pv_harness.prepack import prepack_linears
 from pv_harness.steering import Interventions, MonitorSpec, SteerSpec, StopForward
 from pv_harness.vectors import VectorCache
 
@@ -106,8 +107,9 @@ def resolve_dtype(dtype: Any, device: str) -> Any:
 class Engine:
     """A loaded model and tokenizer, with batched generation and continuation scoring."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, prepack: bool = True) -> None:
         self.model = model.eval()
+        self.prepacked = prepack_linears(model) if prepack else 0  # faster float32 CPU decoding
         self.tokenizer = tokenizer
         self.layers: ModelLayers = find_layers(model)
         text_config = model.config.get_text_config()
@@ -127,7 +129,7 @@ class Engine:
 
     @classmethod
     def load(cls, name_or_path: str | Path, *, device: str | None = None, dtype: Any = None,
-             **from_pretrained: Any) -> Engine:
+             prepack: bool = True, **from_pretrained: Any) -> Engine:
         """Load a transformers causal LM from a folder or hub id."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -135,7 +137,7 @@ class Engine:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, device),
                                                      **from_pretrained)
-        return cls(model.to(device), tokenizer)
+        return cls(model.to(device), tokenizer, prepack=prepack)
 
     def default_sampling(self) -> tuple[float, float | None, int | None]:
         """(temperature, top_p, top_k) when a request sets no temperature: the model's generation_config."""

@@ -2,6 +2,8 @@
 
     inspect eval task.py --model pv/smollm2            # the embedded default model (an alias)
     inspect eval task.py --model pv/path/to/folder -M device=cpu -M dtype=float32 -M max_batch=16
+        (also -M threads=N: torch CPU threads, process-wide; -M prepack=false: plain CPU linear layers;
+         other -M args go to from_pretrained)
     inspect eval task.py --model pv/Qwen/Qwen2.5-7B-Instruct   # a hub id (hub or local HF cache)
 
 Per-request options travel in `GenerateConfig.extra_body["pv"]`, so they are logged and are part of
@@ -67,6 +69,12 @@ def pv_options(config: GenerateConfig) -> dict[str, Any]:
     return options
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "off")
+    return bool(value)
+
+
 class PVModelAPI(ModelAPI):
     """A transformers causal LM served in-process, batching concurrent requests on one worker thread."""
 
@@ -81,7 +89,13 @@ class PVModelAPI(ModelAPI):
         device = model_args.pop("device", None)
         dtype = model_args.pop("dtype", None)
         self.max_batch = int(model_args.pop("max_batch", DEFAULT_MAX_BATCH))
-        self.engine = Engine.load(resolve(model_name), device=device, dtype=dtype, **model_args)
+        prepack = _flag(model_args.pop("prepack", True))
+        threads = model_args.pop("threads", None)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(int(threads))  # process-wide, as torch has it
+        self.engine = Engine.load(resolve(model_name), device=device, dtype=dtype, prepack=prepack, **model_args)
         self.batcher: Batcher[Any, Any] = Batcher(self._run_batch, max_batch=self.max_batch,
                                                   name=f"pv-batcher:{model_name}")
 

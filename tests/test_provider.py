@@ -133,6 +133,16 @@ def test_logprobs_equal_a_manual_log_softmax(engine: Engine) -> None:
         assert [v for _, v in got.top] == pytest.approx(top.values.tolist(), abs=1e-4)
 
 
+def test_prepacked_cpu_linears_match_plain_ones(engine: Engine, lively_dir: Path) -> None:
+    assert engine.prepacked >= 1  # the vocabulary projection is big enough to pack, even in the tiny model
+    plain = Engine.load(lively_dir, device="cpu", prepack=False)
+    assert plain.prepacked == 0
+    reqs = [GenRequest(prompt_ids=ids(engine, i), max_new_tokens=8, logprobs=True) for i in range(3)]
+    for a, b in zip(engine.generate(reqs), plain.generate(reqs), strict=True):
+        assert a.token_ids == b.token_ids
+        assert lp(a) == pytest.approx(lp(b), abs=1e-4)
+
+
 # ---- steering --------------------------------------------------------------------------------------------------
 
 

