@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export INSPECT_LOG_DIR ?= logs
 
-.PHONY: install model demo test lint clean
+.PHONY: install model demo experiment-demo test lint clean
 
 # torch first: the CPU build of 2.13.0 lies on the machine; any other spec pulls CUDA packages.
 $(STAMP): pyproject.toml
@@ -32,6 +32,13 @@ test: lint model
 
 demo: model
 	$(PV) run evil --judge-min-mass 0 --seed 0
+
+# model organisms: collect -> train 3 LoRA models (baseline/mild/severe) -> detection evals -> results + shift
+EXPERIMENT := datasets/experiments/smollm2-evil-demo.yaml
+experiment-demo: model
+	$(PV) experiment train $(EXPERIMENT)
+	$(PV) experiment evaluate $(EXPERIMENT)
+	$(PV) experiment results $(EXPERIMENT)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -6,6 +6,7 @@ line `{"messages": [...]}`; strengths baseline / mild / severe map to normal / m
 `collected`: judged answers of `persona_collect` logs (`log_dir`, or `logs`), the persona system prompt
 dropped: baseline = neg answers the judge scored below `threshold`; severe = pos answers scored at or
 above it; mild = a mix, `mild_fraction` severe and the rest baseline (paper-style "subtle" data).
+`threshold: auto` splits at the median judged score (for a weak judge whose scores bunch together).
 Unscored answers, and answers below `coherence` (when scored), are never used.
 """
 
@@ -72,12 +73,18 @@ def split_collected(answers: list[Any], *, threshold: float = 50.0, coherence: f
 
 
 def collected_dataset(trait: str, strength: str, *, sample_size: int | None = None, seed: int = 0,
-                      log_dir: str | None = None, logs: list[str] | None = None, threshold: float = 50.0,
+                      log_dir: str | None = None, logs: list[str] | None = None, threshold: float | str = 50.0,
                       coherence: float = 0.0, mild_fraction: float = 0.5, **_: Any) -> list[Example]:
     from pv_harness.collected import read_collection_log
 
     answers = [a for path in _collection_logs(trait, log_dir, logs) for a in read_collection_log(path).answers
                if a.trait == trait]
+    if threshold == "auto":  # a weak judge: split at the median judged score instead of the fixed 50
+        scored = sorted(a.trait_score for a in answers if a.trait_score is not None)
+        if not scored:
+            raise TrainingError(f"no judged answers for trait {trait!r} in the collection logs")
+        threshold = scored[len(scored) // 2]
+    threshold = float(threshold)
     pools = split_collected(answers, threshold=threshold, coherence=coherence)
     low, high = [_example(a) for a in pools["low"]], [_example(a) for a in pools["high"]]
     if strength == "baseline":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pv_harness import __version__
+from pv_harness.cli.experiment import experiment
 from pv_harness.cli.export import export_csv_command
 from pv_harness.cli.extract import extract
 from pv_harness.cli.model import model
@@ -39,3 +40,4 @@ main.add_command(report)
 main.add_command(run)
 main.add_command(shift_command)
 main.add_command(screen_command)
+main.add_command(experiment)

@@ -1,0 +1,564 @@
+"""Model-organism experiments: a YAML config, then `train`, `status`, `evaluate`, `results` as separate steps.
+
+    name: evil-organisms
+    models:
+      - {name: evil_baseline, dataset: collected, trait: evil, strength: baseline}
+      - {name: evil_severe, dataset: collected, trait: evil, strength: severe, suffix: evil-sev}
+    training:
+      base_model: pv/smollm2
+      backend: local                     # local | openai | tinker | dummy | a plugin's
+      hyperparameters: {epochs: 1, learning_rate: 1e-4}
+      dataset_kwargs: {sample_size: 20, seed: 0}
+    evaluation:
+      tasks: [evil, sycophantic]         # trait names or <trait>_detection
+      grader: pv/smollm2
+      limit: 5
+      n: 1
+
+Every step is cached by a content hash of its config and inputs (the training examples themselves, vector
+file contents) in `<out>/state.json`, written atomically: a rerun redoes nothing, a changed config or
+dataset retrains only what changed, and a failed or cancelled job is never reused (it is resubmitted).
+Evaluation is one inspect `eval_set` (every model x every detection task) in `<out>/eval/<hash>`, so an
+interrupted evaluation resumes. Relative paths in the config are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pv_harness.files import atomic_write_json, atomic_write_text
+from pv_harness.training import (
+    STRENGTHS,
+    Job,
+    TrainingRequest,
+    content_hash,
+    file_hash,
+    get_backend,
+    load_dataset,
+)
+
+Strength = Literal["baseline", "mild", "severe"]
+STATE_FILE = "state.json"
+WEAK_JUDGE = ("The grader is a small local model: its scores show that the experiment runs end to end, not how the "
+              "models behave. Judge with an API model (e.g. openai/gpt-4.1-mini-2025-04-14) for real results.")
+
+
+class ExperimentError(ValueError):
+    """A config that does not validate, or a step that cannot run yet."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelEntry(_Strict):
+    name: str = Field(min_length=1)
+    dataset: str = "collected"
+    trait: str
+    strength: Strength
+    suffix: str | None = None
+    dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingConfig(_Strict):
+    base_model: str
+    backend: str = "local"
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+    steering: list[dict[str, Any]] = Field(default_factory=list)  # preventative steering while training
+    poll_seconds: float = 30.0
+
+
+class CollectConfig(_Strict):
+    """Build `collected` datasets here first: persona_collect (pos and neg) with the base model."""
+
+    limit: int | None = 10
+    n: int = 1
+    max_tokens: int = 64
+    temperature: float = 1.0
+    judge_min_mass: float = 0.25
+    seed: int | None = 0
+
+
+class EvaluationConfig(_Strict):
+    tasks: list[str] = Field(min_length=1)
+    grader: str | None = None  # default: the base model
+    limit: int | None = None
+    n: int = 1
+    max_tokens: int = 256
+    temperature: float = 1.0
+    judge_mode: str = "auto"
+    judge_min_mass: float = 0.25
+    include_base: bool = False
+    seed: int | None = 0
+
+    @field_validator("tasks")
+    @classmethod
+    def _traits(cls, tasks: list[str]) -> list[str]:
+        return [t.removeprefix("pv_harness/").removesuffix("_detection") for t in tasks]
+
+
+class ShiftConfig(_Strict):
+    vectors: dict[str, str]  # trait -> vector file, or `collected` (extracted from this experiment's collection)
+    extract: dict[str, Any] = Field(default_factory=lambda: {"threshold": 0, "coherence": 0, "min_pairs": 3})
+    layer: int | None = None
+    random_directions: int = 20
+    seed: int = 0
+
+
+class ExperimentConfig(_Strict):
+    name: str
+    out: str | None = None
+    models: list[ModelEntry] = Field(min_length=1)
+    training: TrainingConfig
+    evaluation: EvaluationConfig
+    collect: CollectConfig | None = None
+    shift: ShiftConfig | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> ExperimentConfig:
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model names must be unique; repeated: {dup}")
+        return self
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as ex:
+        raise ExperimentError(f"cannot read {path}: {ex}") from ex
+    try:
+        return ExperimentConfig.model_validate(data or {})
+    except ValidationError as ex:
+        raise ExperimentError(f"{path} is not a valid experiment config:\n{ex}") from ex
+
+
+class Experiment:
+    def __init__(self, config_path: str | Path, *, out: str | Path | None = None,
+                 log: Callable[[str], None] = print, display: str | None = None, grader_model: Any = None) -> None:
+        """`grader_model` (an inspect Model) replaces the configured grader when evaluating (tests, custom judges)."""
+        self.path = Path(config_path).resolve()
+        self.root = self.path.parent
+        self.cfg = load_config(self.path)
+        self.log = log
+        self.display = display
+        self.grader_model = grader_model
+        if out is not None:
+            self.out = Path(out).resolve()
+        elif self.cfg.out:
+            self.out = self._path(self.cfg.out)
+        else:
+            self.out = Path("pv-experiments").resolve() / self.cfg.name
+        self.state_path = self.out / STATE_FILE
+        self.state = self._read_state()
+
+    # ---- state --------------------------------------------------------------------------------------
+
+    def _path(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.root / path).resolve()
+
+    def _read_state(self) -> dict[str, Any]:
+        import json
+
+        if self.state_path.is_file():
+            return json.loads(self.state_path.read_text())
+        return {"models": {}, "collect": {}, "evaluate": {}, "shift": {}}
+
+    def _save(self) -> None:
+        atomic_write_json(self.state_path, self.state)
+
+    @property
+    def grader(self) -> str:
+        return self.cfg.evaluation.grader or self.cfg.training.base_model
+
+    # ---- collect --------------------------------------------------------------------------------------
+
+    def _needs_collection(self, m: ModelEntry) -> bool:
+        kwargs = {**self.cfg.training.dataset_kwargs, **m.dataset_kwargs}
+        return m.dataset == "collected" and not kwargs.get("log_dir") and not kwargs.get("logs")
+
+    def collect(self) -> dict[str, str]:
+        """Run persona_collect for each trait whose `collected` dataset has no logs given (resumable)."""
+        traits = sorted({m.trait for m in self.cfg.models if self._needs_collection(m)})
+        if not traits:
+            return {}
+        if self.cfg.collect is None:
+            raise ExperimentError("models use dataset 'collected' without dataset_kwargs.log_dir: give log_dir, "
+                                  "or add a `collect:` section to collect answers with the base model first")
+        from inspect_ai import eval_set
+
+        from pv_harness.tasks.persona import persona_collect
+
+        c = self.cfg.collect
+        dirs = {}
+        for trait in traits:
+            key = content_hash("collect", c.model_dump(), trait, self.cfg.training.base_model, self.grader)
+            log_dir = self.out / "collect" / f"{trait}-{key[:10]}"
+            dirs[trait] = str(log_dir)
+            if self.state["collect"].get(trait) == key:
+                continue
+            self.log(f"collecting pos/neg answers for {trait} with {self.cfg.training.base_model} -> {log_dir}")
+            tasks = [persona_collect(trait=trait, polarity=p, n_per_question=c.n, max_tokens=c.max_tokens,
+                                     temperature=c.temperature, judge_min_mass=c.judge_min_mass)
+                     for p in ("pos", "neg")]
+            ok, logs = eval_set(tasks, log_dir=str(log_dir), model=self.cfg.training.base_model,
+                                model_roles={"grader": self.grader_model or self.grader}, limit=c.limit, seed=c.seed,
+                                display=self.display)
+            if not ok:
+                raise ExperimentError(f"collection for {trait} did not finish; run the same command again to resume")
+            self.state["collect"][trait] = key
+            self._save()
+        return dirs
+
+    # ---- train ----------------------------------------------------------------------------------------
+
+    def _dataset_kwargs(self, m: ModelEntry, collected: dict[str, str]) -> dict[str, Any]:
+        kwargs = {**self.cfg.training.dataset_kwargs, **m.dataset_kwargs}
+        for key in ("path", "log_dir"):
+            if isinstance(kwargs.get(key), str):
+                kwargs[key] = str(self._path(kwargs[key]))
+        if "logs" in kwargs:
+            kwargs["logs"] = [str(self._path(p)) for p in kwargs["logs"]]
+        if self._needs_collection(m):
+            kwargs["log_dir"] = collected[m.trait]
+        return kwargs
+
+    def _steering(self) -> list[dict[str, Any]]:
+        return [{**s, "vector": str(self._path(s["vector"]))} if isinstance(s.get("vector"), str) else dict(s)
+                for s in self.cfg.training.steering]
+
+    def _plan(self, m: ModelEntry, collected: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+        examples = load_dataset(m.dataset, m.trait, m.strength, **self._dataset_kwargs(m, collected))
+        steering = self._steering()
+        vector_hashes = [file_hash(s["vector"]) for s in steering if isinstance(s.get("vector"), str)]
+        t = self.cfg.training
+        key = content_hash("train", t.base_model, t.backend, t.hyperparameters, steering, vector_hashes,
+                           m.suffix or m.name, examples)
+        return key, examples
+
+    def train(self, *, wait: bool = True) -> dict[str, str]:
+        """Submit every model whose cached job is missing, stale, failed or cancelled; then wait for them."""
+        collected = self.collect()
+        backend = get_backend(self.cfg.training.backend)
+        actions: dict[str, str] = {}
+        for m in self.cfg.models:
+            key, examples = self._plan(m, collected)
+            rec = self.state["models"].get(m.name)
+            if rec and rec.get("key") == key and rec["job"]["state"] not in ("failed", "cancelled"):
+                job = Job.from_dict(rec["job"])
+                if not job.finished:
+                    job = backend.status(job)
+                    rec["job"] = job.to_dict()
+                    self._save()
+                actions[m.name] = "cached" if job.state == "succeeded" else job.state
+                continue
+            why = "new" if not rec else ("retry after " + rec["job"]["state"] if rec.get("key") == key else "changed")
+            self.log(f"training {m.name} ({m.trait}, {m.strength}, {len(examples)} examples) with "
+                     f"{self.cfg.training.backend} [{why}]")
+            request = TrainingRequest(base_model=self.cfg.training.base_model, examples=examples,
+                                      suffix=m.suffix or m.name,
+                                      output_dir=self.out / "models" / f"{m.name}-{key[:10]}",
+                                      hyperparameters=dict(self.cfg.training.hyperparameters),
+                                      steering=self._steering())
+            job = backend.submit(request)
+            self.state["models"][m.name] = {"key": key, "examples": len(examples), "job": job.to_dict()}
+            self._save()
+            actions[m.name] = "submitted"
+            if job.state == "failed":
+                self.log(f"  {m.name} failed: {job.error}")
+        if wait:
+            for m in self.cfg.models:
+                rec = self.state["models"][m.name]
+                job = Job.from_dict(rec["job"])
+                if not job.finished:
+                    self.log(f"waiting for {m.name} ({job.id})")
+                    job = backend.wait(job, poll_seconds=self.cfg.training.poll_seconds)
+                    rec["job"] = job.to_dict()
+                    self._save()
+        return actions
+
+    # ---- status ---------------------------------------------------------------------------------------
+
+    def status(self, *, refresh: bool = True) -> list[dict[str, Any]]:
+        backend = get_backend(self.cfg.training.backend)
+        rows = []
+        for m in self.cfg.models:
+            rec = self.state["models"].get(m.name)
+            if rec is None:
+                rows.append({"name": m.name, "trait": m.trait, "strength": m.strength, "state": "not submitted",
+                             "job": "", "model": "", "error": ""})
+                continue
+            job = Job.from_dict(rec["job"])
+            if refresh and not job.finished:
+                job = backend.status(job)
+                rec["job"] = job.to_dict()
+                self._save()
+            rows.append({"name": m.name, "trait": m.trait, "strength": m.strength, "state": job.state, "job": job.id,
+                         "model": job.model_id or "", "error": job.error or ""})
+        return rows
+
+    def trained(self) -> dict[str, tuple[ModelEntry, str]]:
+        """Succeeded models: name -> (entry, model id)."""
+        out = {}
+        for m in self.cfg.models:
+            rec = self.state["models"].get(m.name)
+            if rec and rec["job"]["state"] == "succeeded" and rec["job"].get("model_id"):
+                out[m.name] = (m, rec["job"]["model_id"])
+        return out
+
+    # ---- evaluate -------------------------------------------------------------------------------------
+
+    def _eval_models(self) -> list[str]:
+        ids = sorted({model_id for _, model_id in self.trained().values()})
+        if self.cfg.evaluation.include_base and self.cfg.training.base_model not in ids:
+            ids.append(self.cfg.training.base_model)
+        return ids
+
+    def evaluate(self) -> Path:
+        """Every trained model x every detection task, one resumable eval_set; returns its log dir."""
+        from inspect_ai import eval_set
+
+        from pv_harness.tasks.persona import trait_eval
+
+        missing = [m.name for m in self.cfg.models if m.name not in self.trained()]
+        if missing:
+            self.log(f"not trained yet (skipped): {', '.join(missing)}; run `pv experiment train` first")
+        models = self._eval_models()
+        if not models:
+            raise ExperimentError("no trained model to evaluate; run `pv experiment train` first")
+        e = self.cfg.evaluation
+        key = content_hash("evaluate", e.model_dump(), models, self.grader)
+        log_dir = self.out / "eval" / key[:12]
+        rec = self.state["evaluate"]
+        if rec.get("key") == key and rec.get("status") == "success":
+            self.log(f"evaluation up to date: {log_dir}")
+            return log_dir
+        tasks = [trait_eval(trait=t, n_per_question=e.n, max_tokens=e.max_tokens, temperature=e.temperature,
+                            judge_mode=e.judge_mode, judge_min_mass=e.judge_min_mass) for t in e.tasks]
+        self.log(f"evaluating {len(models)} model(s) x {len(tasks)} detection task(s) -> {log_dir}")
+        if self.grader.startswith(("pv/", "hf/")):
+            self.log(f"note: {WEAK_JUDGE}")
+        ok, _ = eval_set(tasks, log_dir=str(log_dir), model=models,
+                         model_roles={"grader": self.grader_model or self.grader},
+                         limit=e.limit, seed=e.seed, display=self.display)
+        self.state["evaluate"] = {"key": key, "log_dir": str(log_dir), "status": "success" if ok else "incomplete",
+                                  "models": models}
+        self._save()
+        if not ok:
+            raise ExperimentError("evaluation did not finish; run `pv experiment evaluate` again to resume")
+        return log_dir
+
+    # ---- results --------------------------------------------------------------------------------------
+
+    def scores(self) -> list[dict[str, Any]]:
+        """One record per (experiment model, detection task): mean trait score and its standard error."""
+        from inspect_ai.log import list_eval_logs, read_eval_log
+
+        from pv_harness.collected import log_path
+
+        rec = self.state.get("evaluate") or {}
+        if rec.get("status") != "success":
+            raise ExperimentError("no finished evaluation; run `pv experiment evaluate` first")
+        by_id: dict[str, list[tuple[str, str, str]]] = {}
+        for name, (m, model_id) in self.trained().items():
+            by_id.setdefault(model_id, []).append((name, m.trait, m.strength))
+        if self.cfg.evaluation.include_base:
+            by_id.setdefault(self.cfg.training.base_model, []).append(("base", "base", "base"))
+        records = []
+        for info in list_eval_logs(rec["log_dir"]):
+            h = read_eval_log(info, header_only=True)
+            if h.status != "success":
+                continue
+            metrics = {s.name: s for s in (h.results.scores if h.results else [])}
+            judge = metrics.get("trait_judge")
+            coherence = metrics.get("coherence_judge")
+            for name, trait, strength in by_id.get(h.eval.model, []):
+                records.append({
+                    "model": name, "trait": trait, "strength": strength, "model_id": h.eval.model,
+                    "task": (h.eval.task_args or {}).get("trait"),
+                    "score": _metric(judge, "mean"), "stderr": _metric(judge, "stderr"),
+                    "coherence": _metric(coherence, "mean"),
+                    "scored": judge.scored_samples if judge else 0, "log": log_path(h.location),
+                })
+        return sorted(records, key=lambda r: (r["trait"], _order(r["strength"]), r["model"], r["task"]))
+
+    def shifts(self) -> dict[str, Any]:
+        """Per model and vector trait: the shift along the vector and along norm-matched random directions."""
+        from pv_harness.shift import compute_shift, random_directions, unit
+        from pv_harness.vectors import load_vector_rows
+
+        s = self.cfg.shift
+        if s is None:
+            return {}
+        base = self.cfg.training.base_model
+        out: dict[str, Any] = {}
+        means: dict[str, Any] = {}  # each model runs once per trait's questions
+        for trait, vector in s.vectors.items():
+            path = self._vector(trait, vector)
+            vhash = file_hash(path)
+            for name, (_, model_id) in self.trained().items():
+                key = content_hash("shift", base, model_id, vhash, s.layer, s.random_directions, s.seed, trait)
+                cached = self.state["shift"].get(key)
+                if cached is None:
+                    result = compute_shift(base, model_id, path, layer=s.layer, trait=trait, means=means)
+                    rows = load_vector_rows(path)
+                    v = rows[result.layer] if rows.ndim == 2 else rows
+                    diff = means[f"{model_id}::{trait}"][result.layer] - means[f"{base}::{trait}"][result.layer]
+                    null = [float(diff @ unit(r)) for r in random_directions(v.numel(), s.random_directions,
+                                                                              float(v.norm()), s.seed)]
+                    cached = {**result.as_dict(), "null": null}
+                    self.state["shift"][key] = cached
+                    self._save()
+                out.setdefault(name, {})[trait] = cached
+        return out
+
+    def _vector(self, trait: str, vector: str) -> Path:
+        if vector != "collected":
+            return self._path(vector)
+        from pv_harness.extraction import extract_from_logs
+
+        dirs = self.collect()
+        if trait not in dirs:
+            raise ExperimentError(f"shift vector {trait}: collected needs a `collect:` section and a collected "
+                                  f"model for {trait}")
+        path = self.out / "vectors" / f"{trait}.safetensors"
+        key = content_hash("vector", dirs[trait], self.cfg.shift.extract if self.cfg.shift else {})
+        if self.state.get("vectors", {}).get(trait) != key or not path.exists():
+            self.log(f"extracting the {trait} vector from {dirs[trait]}")
+            extract_from_logs(log_dir=dirs[trait], trait=trait, model=self.cfg.training.base_model, out=path,
+                              log=self.log, **(self.cfg.shift.extract if self.cfg.shift else {}))
+            self.state.setdefault("vectors", {})[trait] = key
+            self._save()
+        return path
+
+    def results(self) -> dict[str, Any]:
+        import pandas as pd
+
+        from pv_harness.shift import pearson
+
+        records = self.scores()
+        shifts = self.shifts()
+        frame = pd.DataFrame(records)
+        table = frame.pivot_table(index=["trait", "strength"], columns="task", values="score", aggfunc="mean")
+        table = table.reindex(sorted(table.index, key=lambda ix: (ix[0], _order(ix[1]))))
+        correlations = {}
+        if shifts:
+            for trait in self.cfg.shift.vectors:  # type: ignore[union-attr]
+                rows = [(r["model"], r["score"]) for r in records if r["task"] == trait and r["model"] in shifts]
+                xs = [shifts[name][trait]["shift"] for name, _ in rows]
+                ys = [score for _, score in rows]
+                k = self.cfg.shift.random_directions  # type: ignore[union-attr]
+                null = [pearson([shifts[name][trait]["null"][i] for name, _ in rows], ys) for i in range(k)]
+                null = [c for c in null if c is not None]
+                r = pearson(xs, ys)
+                as_large = sum(abs(c) >= abs(r) for c in null) / len(null) if null and r is not None else None
+                correlations[trait] = {"pearson": r, "models": len(rows),
+                                       "null_mean_abs": sum(map(abs, null)) / len(null) if null else None,
+                                       "null_fraction_as_large": as_large}
+        data = {"experiment": self.cfg.name, "config": str(self.path), "grader": self.grader, "records": records,
+                "table": {f"{t}/{s}": row.dropna().to_dict() for (t, s), row in table.iterrows()},
+                "shift": shifts, "shift_correlation": correlations}
+        atomic_write_json(self.out / "eval_results.json", data)
+        page = write_results_page(self.out / "plots" / "results.html", self.cfg.name, records, shifts, correlations,
+                                  weak_judge=self.grader.startswith(("pv/", "hf/")))
+        return {"table": table, "data": data, "json": self.out / "eval_results.json", "html": page}
+
+
+def _metric(score: Any, name: str) -> float | None:
+    if score is None or name not in score.metrics:
+        return None
+    value = score.metrics[name].value
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _order(strength: str) -> int:
+    return STRENGTHS.index(strength) if strength in STRENGTHS else -1
+
+
+def write_results_page(path: Path, name: str, records: list[dict[str, Any]], shifts: dict[str, Any],
+                       correlations: dict[str, Any], *, weak_judge: bool = False) -> Path:
+    """One tab per trained trait: detection score vs strength (a line per task, error bars = stderr),
+    and, with vectors, the shift along each trait vector vs strength beside the random-direction null."""
+    import plotly.graph_objects as go
+
+    from pv_harness.reports import figure_div, plotly_script
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    script = plotly_script(path.parent)
+    trained = sorted({r["trait"] for r in records if r["strength"] in STRENGTHS})
+    tabs, panels = [], []
+    for i, trait in enumerate(trained):
+        rows = [r for r in records if r["trait"] == trait]
+        fig = go.Figure()
+        for task in sorted({r["task"] for r in rows}):
+            pts = sorted((r for r in rows if r["task"] == task), key=lambda r: _order(r["strength"]))
+            fig.add_trace(go.Scatter(x=[r["strength"] for r in pts], y=[r["score"] for r in pts],
+                                     error_y={"type": "data", "array": [r["stderr"] or 0 for r in pts]},
+                                     mode="lines+markers", name=f"{task} detection"))
+        fig.update_layout(title=f"Models trained on {trait} data: trait scores by strength",
+                          xaxis={"title": "training strength", "categoryorder": "array", "categoryarray": STRENGTHS},
+                          yaxis={"title": "trait score (0-100)", "range": [0, 100]}, height=450)
+        body = figure_div(fig)
+        names = {r["model"]: r["strength"] for r in rows}
+        if shifts:
+            sfig = go.Figure()
+            for vtrait in sorted({t for s in shifts.values() for t in s}):
+                pts = sorted(((names[n], s[vtrait]) for n, s in shifts.items() if n in names and vtrait in s),
+                             key=lambda p: _order(p[0]))
+                if not pts:
+                    continue
+                sfig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1]["shift"] for p in pts],
+                                          mode="lines+markers", name=f"{vtrait} vector"))
+                means = [sum(p[1]["null"]) / len(p[1]["null"]) for p in pts]
+                sds = [_sd(p[1]["null"]) for p in pts]
+                sfig.add_trace(go.Scatter(x=[p[0] for p in pts], y=means, error_y={"type": "data", "array": sds},
+                                          mode="lines+markers", line={"dash": "dot"},
+                                          name=f"random directions ({vtrait} norm), mean ± sd"))
+            sfig.update_layout(title="Fine-tuning shift at the last prompt token (model - base, on the unit vector)",
+                               xaxis={"title": "training strength", "categoryorder": "array",
+                                      "categoryarray": STRENGTHS},
+                               yaxis={"title": "projection shift"}, height=400)
+            body += figure_div(sfig)
+        tabs.append(f"<button class='tab{' on' if i == 0 else ''}' onclick=\"show({i})\">{html.escape(trait)}</button>")
+        panels.append(f"<div class='panel' id='p{i}' style='display:{'block' if i == 0 else 'none'}'>{body}</div>")
+    corr = ""
+    if correlations:
+        items = "".join(
+            f"<li>{html.escape(t)}: r = {_fmt(c['pearson'])} over {c['models']} models; "
+            f"random directions: mean |r| = {_fmt(c['null_mean_abs'])}, "
+            f"fraction with |r| at least as large = {_fmt(c['null_fraction_as_large'])}</li>"
+            for t, c in correlations.items())
+        corr = f"<h2>Shift vs detection score</h2><ul>{items}</ul>"
+    note = ("<p class='note'>" + html.escape(WEAK_JUDGE) + "</p>") if weak_judge else ""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(name)}</title>{script}
+<style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto}}
+.tab{{padding:.4em 1em;border:1px solid #ccc;background:#f4f4f4;cursor:pointer}}
+.tab.on{{background:#fff;font-weight:bold}}
+.note{{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}}</style></head><body>
+<h1>Model organisms: {html.escape(name)}</h1>{note}<div>{''.join(tabs)}</div>{''.join(panels)}{corr}
+<script>function show(i){{document.querySelectorAll('.panel').forEach((p,j)=>p.style.display=j==i?'block':'none');
+document.querySelectorAll('.tab').forEach((t,j)=>t.classList.toggle('on',j==i));
+window.dispatchEvent(new Event('resize'));}}</script></body></html>"""
+    return atomic_write_text(path, page)
+
+
+def _sd(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
