@@ -126,6 +126,7 @@ class Engine:
         pad = tokenizer.pad_token_id
         self.pad_id: int = pad if pad is not None else self.end_of_turn_id
         self._byte_decoder = _byte_decoder(tokenizer)
+        self._tree_scoring: bool | None = None  # decided on the first continuation request
 
     @classmethod
     def load(cls, name_or_path: str | Path, *, device: str | None = None, dtype: Any = None,
@@ -261,26 +262,54 @@ class Engine:
         with torch.inference_mode():
             return self._score(request)
 
-    def _score(self, request: ScoreRequest) -> ScoreResult:
+    def _score_tree(self, request: ScoreRequest, cache: Any, first: Any, n_prompt: int,
+                    interventions: Interventions | None) -> list[float] | None:
+        """All continuations in one forward pass over their prefix tree, sharing the prompt's KV cache.
+
+        "0".."100" share their first digits, so 101 continuations need only 101 distinct prefixes; each
+        prefix token attends to the prompt and its own ancestors (a 4D attention mask), so every
+        log-probability is exactly what that continuation alone would get. None if the model refuses
+        a 4D mask (then the row-per-continuation pass is used).
+        """
         dev = self.device
-        prompt = torch.tensor([request.prompt_ids], device=dev)
-        n_prompt = prompt.shape[1]
-        interventions = None
-        if request.steer:
-            interventions = Interventions(self.layers, [request.steer], device=dev, dtype=self.dtype)
-            last = torch.zeros_like(prompt, dtype=torch.bool)
-            last[:, -1] = True
-            interventions.set_step([0], prompt=torch.ones_like(last), response=last)
-        hooks = interventions.hooks() if interventions is not None else _null()
-        with hooks:
-            out = self.model(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True,
-                             logits_to_keep=1)
-        cache = out.past_key_values
-        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        nodes: dict[tuple[int, ...], int] = {}
+        for c in request.continuations:
+            for k in range(1, len(c)):
+                nodes.setdefault(tuple(c[:k]), len(nodes))
+        totals = [float(first[c[0]]) for c in request.continuations]
+        if not nodes:
+            return totals
+        order = list(nodes)
+        q = len(order)
+        allowed = torch.zeros((q, n_prompt + q), dtype=torch.bool, device=dev)
+        allowed[:, :n_prompt] = True
+        for i, prefix in enumerate(order):
+            for k in range(1, len(prefix) + 1):
+                allowed[i, n_prompt + nodes[prefix[:k]]] = True
+        inputs = torch.tensor([[prefix[-1] for prefix in order]], device=dev)
+        positions = torch.tensor([[n_prompt + len(prefix) - 1 for prefix in order]], device=dev)
+        if interventions is not None:
+            ones = torch.ones((1, q), dtype=torch.long, device=dev)
+            interventions.set_step([0], prompt=torch.zeros_like(ones), response=ones)
+        try:
+            with interventions.hooks() if interventions is not None else _null():
+                logits = self.model(input_ids=inputs, attention_mask=allowed[None, None], position_ids=positions,
+                                    past_key_values=cache, use_cache=True).logits
+        except (RuntimeError, ValueError, TypeError):
+            return None
+        logp = torch.log_softmax(logits[0].float(), dim=-1)
+        for i, c in enumerate(request.continuations):
+            totals[i] += sum(float(logp[nodes[tuple(c[:k])], c[k]]) for k in range(1, len(c)))
+        return totals
+
+    def _score_rows(self, request: ScoreRequest, cache: Any, first: Any, n_prompt: int,
+                    interventions: Interventions | None) -> list[float]:
+        """One batch row per continuation over a copy of the prompt's KV cache (any model)."""
+        dev = self.device
         totals = [float(first[c[0]]) for c in request.continuations]
 
         per_token = _cache_bytes(cache) / max(n_prompt, 1)
-        vocab = out.logits.shape[-1]
+        vocab = first.shape[-1]
         longest = max(len(c) for c in request.continuations)
         per_row = per_token * (n_prompt + longest) + 4 * vocab * longest
         chunk = max(1, int(SCORE_MEMORY_BYTES // max(per_row, 1)))
@@ -310,6 +339,37 @@ class Engine:
             for i, s in zip(rows, sums, strict=True):
                 totals[i] += s
             del expanded, logits
+        return totals
+
+    def _score(self, request: ScoreRequest) -> ScoreResult:
+        dev = self.device
+        prompt = torch.tensor([request.prompt_ids], device=dev)
+        n_prompt = prompt.shape[1]
+        interventions = None
+        if request.steer:
+            interventions = Interventions(self.layers, [request.steer], device=dev, dtype=self.dtype)
+            last = torch.zeros_like(prompt, dtype=torch.bool)
+            last[:, -1] = True
+            interventions.set_step([0], prompt=torch.ones_like(last), response=last)
+        hooks = interventions.hooks() if interventions is not None else _null()
+        with hooks:
+            out = self.model(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True,
+                             logits_to_keep=1)
+        cache = out.past_key_values
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        multi_token = any(len(c) > 1 for c in request.continuations)
+        if self._tree_scoring is None and multi_token:
+            # first use: check the one-pass tree against the row-per-continuation pass on this very request
+            tree = self._score_tree(request, copy.deepcopy(cache), first, n_prompt, interventions)
+            totals = self._score_rows(request, cache, first, n_prompt, interventions)
+            self._tree_scoring = tree is not None and all(abs(a - b) < 1e-3 for a, b in zip(tree, totals, strict=True))
+        elif self._tree_scoring:
+            tree = self._score_tree(request, cache, first, n_prompt, interventions)
+            if tree is None:
+                raise RuntimeError("the model stopped accepting the tree attention mask it accepted before")
+            totals = tree
+        else:
+            totals = self._score_rows(request, cache, first, n_prompt, interventions)
         scored = sum(len(c) for c in request.continuations)
         return ScoreResult(logprobs=totals, input_tokens=n_prompt, scored_tokens=scored)
 

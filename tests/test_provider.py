@@ -408,3 +408,21 @@ def test_interventions_need_set_step(engine: Engine) -> None:
     iv = Interventions(engine.layers, [[SteerSpec(layer=1, vector=vec(0), coef=1.0)]])
     with iv.hooks(), pytest.raises(RuntimeError, match="set_step"), torch.no_grad():
         engine.model(torch.tensor([ids(engine, 0)]))
+
+
+def test_tree_scoring_equals_one_row_per_continuation(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-pass prefix tree (4D mask over the shared prompt cache) gives each continuation's exact sum."""
+    text = engine.chat_text(PROMPTS[2])
+    prompt = engine.encode(text)
+    conts = [engine.continuation_ids(text, prompt, str(n)) for n in range(101)] + \
+        [engine.continuation_ids(text, prompt, " maybe not", end_of_turn=False)]
+    request = ScoreRequest(prompt_ids=prompt, continuations=conts)
+    rows = Engine(engine.model, engine.tokenizer)
+    rows._tree_scoring = False
+    monkeypatch.setattr(engine_module, "SCORE_MEMORY_BYTES", 4096)  # several chunks of rows
+    expected = rows.score(request).logprobs
+    tree = Engine(engine.model, engine.tokenizer)
+    tree._tree_scoring = True
+    assert tree.score(request).logprobs == pytest.approx(expected, abs=1e-4)
+    fresh = Engine(engine.model, engine.tokenizer)
+    assert fresh.score(request).logprobs == pytest.approx(expected, abs=1e-4) and fresh._tree_scoring is True
