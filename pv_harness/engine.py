@@ -362,7 +362,8 @@ class Engine:
             # first use: check the one-pass tree against the row-per-continuation pass on this very request
             tree = self._score_tree(request, copy.deepcopy(cache), first, n_prompt, interventions)
             totals = self._score_rows(request, cache, first, n_prompt, interventions)
-            self._tree_scoring = tree is not None and all(abs(a - b) < 1e-3 for a, b in zip(tree, totals, strict=True))
+            self._tree_scoring = tree is not None and all(abs(a - b) <= 1e-3 + 1e-5 * abs(b)
+                                                          for a, b in zip(tree, totals, strict=True))
         elif self._tree_scoring:
             tree = self._score_tree(request, cache, first, n_prompt, interventions)
             if tree is None:
