@@ -18,7 +18,7 @@ import copy
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +50,9 @@ class GenRequest:
     top_logprobs: int | None = None
     steer: list[SteerSpec] = field(default_factory=list)
     monitor: list[MonitorSpec] = field(default_factory=list)
+    # streaming: called with each generated token's text and its projection on the first monitor (None if
+    # unmonitored), in order, as soon as that projection is known (one decode step after sampling)
+    on_token: Callable[[str, float | None], None] | None = None
 
 
 @dataclass
@@ -446,6 +449,7 @@ class _Batch:
             self.interventions = Interventions(engine.layers, [r.steer for r in requests],
                                                [r.monitor for r in requests], device=dev, dtype=engine.dtype)
         self.monitored = [bool(r.monitor) for r in requests]
+        self.streamed = [0] * self.n  # tokens already handed to on_token
 
     def _text_tokens(self, i: int) -> list[int]:
         ids = self.generated[i]
@@ -505,7 +509,26 @@ class _Batch:
                 out = e.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
                               past_key_values=cache, use_cache=True, logits_to_keep=1)
                 next_pos = next_pos + 1
+                self._stream()
+        self._stream()
         return [self._result(i) for i in range(self.n)]
+
+    def _stream(self) -> None:
+        """Hand each streaming row the tokens whose projections are now known."""
+        streaming = [i for i, r in enumerate(self.requests) if r.on_token is not None]
+        if not streaming:
+            return
+        values = self.interventions.monitor_values() if self.interventions is not None else None
+        for i in streaming:
+            r, text_ids = self.requests[i], self._text_tokens(i)
+            known = len(text_ids)
+            if r.monitor and values is not None:
+                known = min(known, len(values[i][0]) - 1)  # values[0] is the last prompt token
+            elif not self.done[i]:
+                known = min(known, self.fed[i])
+            for k in range(self.streamed[i], known):
+                r.on_token(self.e.token_text(text_ids[k]), values[i][0][k + 1] if r.monitor and values else None)
+            self.streamed[i] = max(self.streamed[i], known)
 
     def _feed_last(self, rows: list[int], tokens: Any, mask: Any, next_pos: Any, cache: Any) -> None:
         """Feed each row's last token once more so monitors see its position (stops at the deepest monitor)."""

@@ -426,3 +426,31 @@ def test_tree_scoring_equals_one_row_per_continuation(engine: Engine, monkeypatc
     assert tree.score(request).logprobs == pytest.approx(expected, rel=1e-5, abs=1e-4)
     fresh = Engine(engine.model, engine.tokenizer)
     assert fresh.score(request).logprobs == pytest.approx(expected, rel=1e-5, abs=1e-4) and fresh._tree_scoring
+
+
+def test_streaming_hands_over_every_token_with_its_projection(engine: Engine, lively_dir: Path,
+                                                              tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pv_harness.cli import main
+
+    seen: list[tuple[str, float | None]] = []
+    monitor = [MonitorSpec(layer=2, vector=vec(3), label="inline")]
+    request = GenRequest(prompt_ids=ids(engine, 1), max_new_tokens=10, monitor=monitor,
+                         on_token=lambda t, v: seen.append((t, v)))
+    plain: list[tuple[str, float | None]] = []
+    unmonitored = GenRequest(prompt_ids=ids(engine, 0), max_new_tokens=7, on_token=lambda t, v: plain.append((t, v)))
+    streamed, other = engine.generate([request, unmonitored])
+    data = streamed.monitor[0]
+    assert [t for t, _ in seen] == data["tokens"]
+    assert [v for _, v in seen] == pytest.approx(data["projections"])
+    assert "".join(t for t, _ in plain) == "".join(engine.token_text(t) for t in other.token_ids
+                                                 if t not in engine.stop_ids)
+    assert all(v is None for _, v in plain)
+
+    path = tmp_path / "v.safetensors"
+    save_file({"response_avg_diff": torch.stack([vec(i) for i in range(5)])}, str(path))
+    result = CliRunner().invoke(main, ["monitor", "Hi there", "--vector", str(path), "--layer", "2", "--model",
+                                       f"pv/{lively_dir}", "--max-tokens", "6", "--html", str(tmp_path / "m.html")])
+    assert result.exit_code == 0, result.output
+    assert "response mean" in result.output and (tmp_path / "m.html").read_text().count('class="tok"') >= 1

@@ -9,6 +9,7 @@ from pv_harness.cli.experiment import experiment
 from pv_harness.cli.export import export_csv_command
 from pv_harness.cli.extract import extract
 from pv_harness.cli.model import model
+from pv_harness.cli.monitor import monitor
 from pv_harness.cli.plugins import plugins
 from pv_harness.cli.report import report
 from pv_harness.cli.run import run
@@ -41,3 +42,4 @@ main.add_command(run)
 main.add_command(shift_command)
 main.add_command(screen_command)
 main.add_command(experiment)
+main.add_command(monitor)

@@ -1,0 +1,87 @@
+"""`pv monitor`: generate an answer and watch each token's projection on a persona vector as it streams."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def _default_layer(vector: Path) -> int | None:
+    from pv_harness.reports.sweep import read_layer_choice
+
+    choice = read_layer_choice(vector)
+    return int(choice["layer"]) if choice else None
+
+
+def _default_model(vector: Path) -> str:
+    from pv_harness.vector_files import read_any
+
+    return str(read_any(vector).metadata.get("model") or "pv/smollm2")
+
+
+@click.command()
+@click.argument("prompt")
+@click.option("--vector", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Persona vector file (ours, or the paper's .pt).")
+@click.option("--layer", type=int, default=None,
+              help="Layer to project (default: the one `pv report sweep` chose for this vector).")
+@click.option("--kind", default="response_avg_diff", show_default=True, help="Which vector in the file.")
+@click.option("--model", "model_name", default=None, help="Model (default: the one the vector was made from).")
+@click.option("--system", default=None, help="System prompt.")
+@click.option("--max-tokens", type=int, default=200, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--seed", type=int, default=None)
+@click.option("--scale", type=float, default=None,
+              help="Projection that gets full colour (default: the largest seen so far).")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Also write a heatmap page.")
+@click.option("--device", default=None)
+def monitor(prompt, vector, layer, kind, model_name, system, max_tokens, temperature, seed, scale, html,
+            device) -> None:
+    """Stream the answer to PROMPT, each token coloured by its projection on the vector (red: towards the trait)."""
+    from pv_harness.engine import Engine, GenRequest
+    from pv_harness.extraction import local_model_path
+    from pv_harness.reports.monitor import ansi_token, page, sample_block
+    from pv_harness.steering import SteeringError, parse_monitor
+    from pv_harness.vectors import VectorError
+
+    layer = layer if layer is not None else _default_layer(vector)
+    if layer is None:
+        click.secho("error: give --layer (no layer choice from `pv report sweep` beside this vector)", fg="red",
+                    err=True)
+        sys.exit(1)
+    model_name = model_name or _default_model(vector)
+    try:
+        engine = Engine.load(local_model_path(model_name), device=device)
+        specs = parse_monitor([{"vector": str(vector), "layer": layer, "kind": kind}], hidden=engine.hidden,
+                              num_layers=engine.num_layers, cache=engine.vectors)
+    except (SteeringError, VectorError, ValueError) as ex:
+        click.secho(f"error: {ex}", fg="red", err=True)
+        sys.exit(1)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    seen = [scale or 0.0]
+
+    def show(token: str, value: float | None) -> None:
+        if value is not None and scale is None:
+            seen[0] = max(seen[0], abs(value))
+        click.echo(ansi_token(token, value if value is not None else 0.0, seen[0]), nl=False)
+        sys.stdout.flush()
+
+    click.echo(click.style(f"{model_name} · layer {layer} · {vector.name}", dim=True), err=True)
+    request = GenRequest(prompt_ids=engine.encode(engine.chat_text(messages)), max_new_tokens=max_tokens,
+                         temperature=temperature, seed=seed, monitor=specs, on_token=show)
+    (result,) = engine.generate([request])
+    data = result.monitor[0]
+    values = data["projections"]
+    click.echo()
+    click.echo(f"last prompt token {data['prompt_last']:+.3f} · response mean "
+               f"{(data['response_mean'] or 0.0):+.3f} · max {max(values, default=0.0):+.3f}", err=True)
+    if html:
+        from html import escape
+
+        from pv_harness.files import atomic_write_text
+
+        body = f"<p><b>Prompt:</b> {escape(prompt)}</p>"
+        atomic_write_text(html, page(f"Token monitor: {vector.name}", body + sample_block(model_name, data)))
+        click.echo(f"wrote {html}", err=True)
