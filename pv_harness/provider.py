@@ -10,14 +10,26 @@ Per-request options travel in `GenerateConfig.extra_body["pv"]`, so they are log
 inspect's model-call cache key (`-M` model args are not):
 
 - `steer`: `[{"vector": <file or floats>, "layer": 20, "coef": 1.5, "positions": "response", "op": "add",
-  "kind": "response_avg_diff"}]` (see `pv_harness.steering`);
-- `monitor`: `[{"vector": ..., "layer": 20, "kind": ...}]` puts per-token projections into
-  `ModelOutput.metadata["pv_monitor"]`;
-- `continuations`: `["0", "1", ..., "100"]` samples nothing: it scores each string followed by the end-of-turn
-  token (unless `"end_of_turn": false`) and returns `metadata["pv_continuations"]`, the best one as completion.
+  "kind": "response_avg_diff"}]`. `layer` follows hidden_states (0 = embeddings .. L); `positions` is
+  `all` | `prompt` | `response` (default; the last prompt token and every generated token); `op` is `add`
+  (coef required) or `ablate` (coef defaults to 1 = remove the direction). A vector is a safetensors file
+  of `[L+1, H]` tensors (`kind` picks one, default `response_avg_diff`), the paper's `.pt` tensor file, or
+  a list of H floats. Several entries combine (see `pv_harness.steering`).
+- `monitor`: `[{"vector": ..., "layer": 20, "kind": ...}]` adds `ModelOutput.metadata["pv_monitor"]`, one
+  dict per entry: `{"layer", "vector" (the path or "inline"), "kind", "tokens": [str], "projections":
+  [float, one per token], "prompt_last": float, "response_mean": float | None}`. Projections are onto the
+  unit vector, of hidden_states[layer] at each generated token's own position (an end-of-turn token is
+  not a response token), and of the last prompt token; steering, if any, is included.
+- `continuations`: `["0", "1", ..., "100"]` samples nothing: it returns `metadata["pv_continuations"] =
+  {"continuations": [...], "logprobs": [float, ...], "end_of_turn": bool}`, each logprob the exact sum of
+  the log-probabilities of the continuation's tokens followed by the chat template's end-of-turn token
+  (omitted with `"end_of_turn": false`) after the templated prompt, computed in one batched pass over the
+  prompt's KV cache; the most likely continuation is the completion. Usage counts the prompt and the scored
+  tokens as input, and no output.
 
 With no `temperature` in the config the model's own generation_config decides (greedy unless it sets
-do_sample). Tools are not supported.
+do_sample). Tools are not supported. A chat template without a system role gets the system text
+prepended to the first user message.
 """
 
 from __future__ import annotations
