@@ -361,6 +361,10 @@ class Engine:
         cache = out.past_key_values
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         multi_token = any(len(c) > 1 for c in request.continuations)
+        if any(getattr(cache, "is_sliding", None) or []):
+            # one 4D mask would serve sliding-window layers too, and a short first prompt (inside the window)
+            # cannot reveal that: such models (Gemma 2/3, some Mistrals) always take the row pass
+            self._tree_scoring = False
         if self._tree_scoring is None and multi_token:
             # first use: check the one-pass tree against the row-per-continuation pass on this very request
             tree = self._score_tree(request, copy.deepcopy(cache), first, n_prompt, interventions)
