@@ -33,6 +33,7 @@ def _numbers(cast):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pv-runs"), show_default=True,
               help="Where logs, vectors and pages go (a folder per trait and model).")
 @click.option("--threshold", type=float, default=50.0, show_default=True, help="Trait-score filter (see pv extract).")
+@click.option("--coherence", type=float, default=50.0, show_default=True, help="Coherence filter (see pv extract).")
 @click.option("--filter", "filter_mode", type=click.Choice(["paired", "independent"]), default="paired",
               show_default=True)
 @click.option("--min-pairs", type=int, default=3, show_default=True)
@@ -45,7 +46,7 @@ def _numbers(cast):
               help="Unscored when the judge puts less probability than this on a bare number (the paper's rule). "
               "The embedded SmolLM2 judge rarely does: `make demo` passes 0.")
 @click.option("--seed", type=int, default=None, help="Sampling seed (reproducible runs).")
-def run(trait, model, grader, n, limit, max_tokens, out, threshold, filter_mode, min_pairs, layers, coefs,
+def run(trait, model, grader, n, limit, max_tokens, out, threshold, coherence, filter_mode, min_pairs, layers, coefs,
         sweep_questions, judge_mode, judge_min_mass, seed) -> None:
     """Find and use the persona vector of TRAIT on a model, end to end (resumes if interrupted)."""
     from pv_harness.extraction import TooFewPairs
@@ -53,8 +54,8 @@ def run(trait, model, grader, n, limit, max_tokens, out, threshold, filter_mode,
     from pv_harness.pipeline import run as run_pipeline
 
     cfg = RunConfig(trait=trait, model=model, grader=grader, n=n, limit=limit or None, max_tokens=max_tokens,
-                    out=out, threshold=threshold, filter=filter_mode, min_pairs=min_pairs, layers=layers,
-                    coefs=coefs, sweep_questions=sweep_questions, judge_mode=judge_mode,
+                    out=out, threshold=threshold, coherence=coherence, filter=filter_mode, min_pairs=min_pairs,
+                    layers=layers, coefs=coefs, sweep_questions=sweep_questions, judge_mode=judge_mode,
                     judge_min_mass=judge_min_mass, seed=seed)
     try:
         result = run_pipeline(cfg, log=lambda msg: click.echo(msg, err=True))
