@@ -322,49 +322,28 @@ def detection_task(
     )
 
 
-@task
-def evil_detection(
-    n_per_question: int = 10,
-    temperature: float = 1.0,
-    max_tokens: int = 1000,
-    judge_mode: str = "auto",
-    steer_vector: str | None = None,
-    steer_layer: int | None = None,
-    steer_coef: float | None = None,
-    steer_positions: str = "response",
-) -> Task:
-    """`trait_eval` for the evil trait."""
-    return detection_task("evil", n_per_question, temperature, max_tokens, "eval", judge_mode,
-                          steer_vector, steer_layer, steer_coef, steer_positions)
+def _detection_alias(trait_name: str) -> Any:
+    """`pv_harness/<trait>_detection`: `trait_eval` with the trait fixed (the paper's detection tasks)."""
+
+    def alias(
+        n_per_question: int = 10,
+        temperature: float = 1.0,
+        max_tokens: int = 1000,
+        judge_mode: str = "auto",
+        steer_vector: str | None = None,
+        steer_layer: int | None = None,
+        steer_coef: float | None = None,
+        steer_positions: str = "response",
+        judge_min_mass: float = MIN_MASS,
+    ) -> Task:
+        return detection_task(trait_name, n_per_question, temperature, max_tokens, "eval", judge_mode,
+                              steer_vector, steer_layer, steer_coef, steer_positions, judge_min_mass=judge_min_mass)
+
+    alias.__name__ = alias.__qualname__ = f"{trait_name}_detection"
+    alias.__doc__ = f"`trait_eval` for the {trait_name} trait."
+    return task(name=alias.__name__)(alias)
 
 
-@task
-def sycophantic_detection(
-    n_per_question: int = 10,
-    temperature: float = 1.0,
-    max_tokens: int = 1000,
-    judge_mode: str = "auto",
-    steer_vector: str | None = None,
-    steer_layer: int | None = None,
-    steer_coef: float | None = None,
-    steer_positions: str = "response",
-) -> Task:
-    """`trait_eval` for the sycophantic trait."""
-    return detection_task("sycophantic", n_per_question, temperature, max_tokens, "eval", judge_mode,
-                          steer_vector, steer_layer, steer_coef, steer_positions)
-
-
-@task
-def hallucinating_detection(
-    n_per_question: int = 10,
-    temperature: float = 1.0,
-    max_tokens: int = 1000,
-    judge_mode: str = "auto",
-    steer_vector: str | None = None,
-    steer_layer: int | None = None,
-    steer_coef: float | None = None,
-    steer_positions: str = "response",
-) -> Task:
-    """`trait_eval` for the hallucinating trait."""
-    return detection_task("hallucinating", n_per_question, temperature, max_tokens, "eval", judge_mode,
-                          steer_vector, steer_layer, steer_coef, steer_positions)
+evil_detection = _detection_alias("evil")
+sycophantic_detection = _detection_alias("sycophantic")
+hallucinating_detection = _detection_alias("hallucinating")
