@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM
 from pv_harness import activations, model_store, plugins
 from pv_harness.collected import CollectedAnswer
 from pv_harness.engine import Engine
-from pv_harness.extraction import extract
+from pv_harness.extraction import default_batch_size, extract
 
 
 def samples(n: int) -> list[CollectedAnswer]:
@@ -125,21 +125,23 @@ def memory_child(folder: str, n: int, batch_size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: what extraction uses (1 on CPU)")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = model_store.resolve(args.model)
     if args.memory_child:
-        memory_child(folder, args.memory_child, args.batch_size)
+        memory_child(folder, args.memory_child, args.batch_size or 1)
         return
 
     torch.manual_seed(0)
     engine = Engine.load(folder)
     stock = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()  # (a) and (b) use it as is
+    args.batch_size = args.batch_size or default_batch_size(engine)
     answers = samples(args.samples)
     tokens = sum(len(e.input_ids) for e in encode_all(engine, answers))
-    print(f"{args.samples} samples, {tokens} tokens, model {args.model}, torch threads {torch.get_num_threads()}")
+    print(f"{args.samples} samples, {tokens} tokens, model {args.model}, torch threads {torch.get_num_threads()}, "
+          f"batch size {args.batch_size}")
 
     bare_forward(engine, stock, answers[:4], args.batch_size)  # warm-up
     t_bare, _ = timed(bare_forward, engine, stock, answers, args.batch_size)

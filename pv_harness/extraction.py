@@ -137,6 +137,11 @@ class ExtractionResult:
     diagnostics: list[dict]
 
 
+def default_batch_size(engine: Engine) -> int:
+    """1 on CPU, where padding and the attention mask cost more than batching saves (benchmarks/README.md)."""
+    return 1 if engine.device.type == "cpu" else 8
+
+
 def _pool_into(method, engine: Engine, answers: Sequence[CollectedAnswer], *, system_prompt: bool,
                batch_size: int, progress) -> dict[str, dict[str, torch.Tensor]] | None:
     """Feed answers to an extraction method (or, with none, return the pooled vectors per polarity).
@@ -195,13 +200,14 @@ def extract(
     mode: str = "paired",
     min_pairs: int = 10,
     holdout: float = 0.2,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     judge: str | None = None,
     sources: Sequence[str] = (),
     log: Callable[[str], None] = print,
     progress: Callable[[int], None] | None = None,
 ) -> ExtractionResult:
     """Select, pool and difference; write the vector file atomically; return it with diagnostics."""
+    batch_size = batch_size or default_batch_size(engine)
     selection = select(answers, threshold=threshold, coherence=coherence, mode=mode)
     log(selection.summary())
     if min(len(selection.pos), len(selection.neg)) < min_pairs:

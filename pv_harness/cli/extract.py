@@ -33,7 +33,7 @@ def _fail(message: str, code: int = 1) -> None:
 @click.option("--method", default="mean_diff", show_default=True, help="Extraction method (plugins may add more).")
 @click.option("--holdout", type=float, default=0.2, show_default=True,
               help="Share of questions held out for the AUROC diagnostic (0 = none).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Answers per forward pass (default: 1 on CPU, 8 on GPU).")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if available).")
 @click.option("--export-pt", is_flag=True, help="Also write the paper's three .pt files beside the vector file.")
 def extract(logs, log_dir, trait, model_name, out, mode, threshold, coherence, min_pairs, method,
