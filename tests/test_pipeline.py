@@ -104,3 +104,21 @@ def test_pv_run_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path) -> N
     again = run(cfg, log=lambda _: None)
     assert sorted(p.name for p in again.log_dir.rglob("*.eval")) == logs_before  # nothing re-run
     assert again.vector.stat().st_mtime_ns == vector_time  # extraction skipped
+
+
+@pytest.mark.smollm2
+def test_pv_run_on_the_embedded_model(tmp_path: Path) -> None:
+    """The main job for real: SmolLM2 as subject and judge, tiny sizes (the demo's loosened filter)."""
+    from .conftest import smollm2_dir
+
+    smollm2_dir()
+    cfg = RunConfig(trait="evil", model="pv/smollm2", limit=2, max_tokens=8, out=tmp_path, threshold=0.0,
+                    coherence=0.0, judge_min_mass=0.0, min_pairs=1, layers=[15], coefs=[0.0, 2.0],
+                    sweep_questions=1, monitor_samples=1, seed=0, display="none")
+    result = run(cfg, log=lambda _: None)
+    assert result.report.exists() and result.vector.exists()
+    from pv_harness.vector_files import read_vectors
+
+    vectors = read_vectors(result.vector)
+    assert vectors.tensors["response_avg_diff"].shape == (31, 576)
+    assert vectors.metadata["model"] == "pv/smollm2" and vectors.metadata["judge"] == "pv/smollm2"
