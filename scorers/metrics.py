@@ -42,26 +42,30 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(variance / n)
 
 
+def _stats(scores: list[SampleScore], keys: Sequence[str], min_groups: int) -> dict[str, float]:
+    """Overall mean/stderr, plus `<label>_mean`/`<label>_stderr` for each value of each metadata key
+    that splits the samples into at least `min_groups` groups."""
+    mean, stderr = mean_stderr(_values(scores))
+    result: dict[str, float] = {"mean": mean, "stderr": stderr}
+    for key in keys:
+        groups: dict[str, list[SampleScore]] = {}
+        for sample_score in scores:
+            label = (sample_score.sample_metadata or {}).get(key)
+            if label is not None:
+                groups.setdefault(str(label), []).append(sample_score)
+        if len(groups) < min_groups:
+            continue
+        for label, members in sorted(groups.items()):
+            result[f"{label}_mean"], result[f"{label}_stderr"] = mean_stderr(_values(members))
+    return result
+
+
 @metric(scores="unreduced")
 def judge_stats() -> Metric:
     """`mean` and `stderr` of the judged answers, plus `<group>_mean`/`<group>_stderr` per polarity or trait."""
 
     def compute(scores: list[SampleScore]) -> Value:
-        mean, stderr = mean_stderr(_values(scores))
-        result: dict[str, float] = {"mean": mean, "stderr": stderr}
-        for key in GROUP_KEYS:
-            groups: dict[str, list[SampleScore]] = {}
-            for sample_score in scores:
-                label = (sample_score.sample_metadata or {}).get(key)
-                if label is not None:
-                    groups.setdefault(str(label), []).append(sample_score)
-            if len(groups) < 2:
-                continue
-            for label, members in sorted(groups.items()):
-                group_mean, group_stderr = mean_stderr(_values(members))
-                result[f"{label}_mean"] = group_mean
-                result[f"{label}_stderr"] = group_stderr
-        return result
+        return _stats(scores, GROUP_KEYS, min_groups=2)
 
     return compute
 
@@ -71,15 +75,6 @@ def grouped_judge_stats(key: str) -> Metric:
     """`mean`/`stderr` overall and per value of the sample metadata `key` (e.g. each steering setting)."""
 
     def compute(scores: list[SampleScore]) -> Value:
-        mean, stderr = mean_stderr(_values(scores))
-        result: dict[str, float] = {"mean": mean, "stderr": stderr}
-        groups: dict[str, list[SampleScore]] = {}
-        for sample_score in scores:
-            label = (sample_score.sample_metadata or {}).get(key)
-            if label is not None:
-                groups.setdefault(str(label), []).append(sample_score)
-        for label, members in groups.items():
-            result[f"{label}_mean"], result[f"{label}_stderr"] = mean_stderr(_values(members))
-        return result
+        return _stats(scores, [key], min_groups=1)
 
     return compute
