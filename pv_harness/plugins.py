@@ -169,21 +169,26 @@ def get_trait(name: str) -> Trait:
     return known[name]
 
 
-@cache
-def extraction_methods() -> dict[str, Callable[[], Any]]:
-    """Extraction methods by name (`mean_diff`, `pca`, and any a plugin adds)."""
-    found: dict[str, Callable[[], Any]] = {}
+def collect_named(hook_name: str, what: str) -> dict[str, Any]:
+    """Call a `register(name, thing)` hook; a name registered twice is reported against its plugin."""
+    found: dict[str, Any] = {}
 
     def make_register(plugin: str) -> Callable[..., None]:
-        def register(name: str, factory: Callable[[], Any]) -> None:
+        def register(name: str, thing: Any) -> None:
             if name in found:
-                raise ValueError(f"extraction method {name!r} registered twice (plugin {plugin!r})")
-            found[name] = factory
+                raise ValueError(f"{what} {name!r} registered twice (plugin {plugin!r})")
+            found[name] = thing
 
         return register
 
-    collect("register_extraction_methods", make_register)
+    collect(hook_name, make_register)
     return found
+
+
+@cache
+def extraction_methods() -> dict[str, Callable[[], Any]]:
+    """Extraction methods by name (`mean_diff`, `pca`, and any a plugin adds)."""
+    return collect_named("register_extraction_methods", "extraction method")
 
 
 def plugin_errors() -> list[PluginError]:

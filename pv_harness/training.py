@@ -114,18 +114,7 @@ def training_backends() -> dict[str, Callable[[], TrainingBackend]]:
     """Backend factories by name (`dummy`, `local`, `openai`, `tinker`, and any a plugin adds)."""
     from pv_harness import plugins
 
-    found: dict[str, Callable[[], TrainingBackend]] = {}
-
-    def make_register(plugin: str) -> Callable[..., None]:
-        def register(name: str, factory: Callable[[], TrainingBackend]) -> None:
-            if name in found:
-                raise ValueError(f"training backend {name!r} registered twice (plugin {plugin!r})")
-            found[name] = factory
-
-        return register
-
-    plugins.collect("register_training_backends", make_register)
-    return found
+    return plugins.collect_named("register_training_backends", "training backend")
 
 
 def get_backend(name: str) -> TrainingBackend:
@@ -143,18 +132,7 @@ def training_datasets() -> dict[str, DatasetLoader]:
     """Dataset sources by name (`paper`, `collected`, and any a plugin adds)."""
     from pv_harness import plugins
 
-    found: dict[str, DatasetLoader] = {}
-
-    def make_register(plugin: str) -> Callable[..., None]:
-        def register(name: str, loader: DatasetLoader) -> None:
-            if name in found:
-                raise ValueError(f"training dataset {name!r} registered twice (plugin {plugin!r})")
-            found[name] = loader
-
-        return register
-
-    plugins.collect("register_training_datasets", make_register)
-    return found
+    return plugins.collect_named("register_training_datasets", "training dataset")
 
 
 def load_dataset(source: str, trait: str, strength: str, *, sample_size: int | None = None, seed: int = 0,
