@@ -22,7 +22,7 @@ import torch
 from pv_harness import activations, plugins
 from pv_harness.collected import CollectedAnswer, log_path
 from pv_harness.engine import Engine
-from pv_harness.vector_files import VectorFile, save_vectors
+from pv_harness.vectors import VectorFile, save_vectors
 
 DEFAULT_THRESHOLD = 50.0
 DEFAULT_COHERENCE = 50.0
@@ -342,7 +342,7 @@ def extract_from_logs(
     """
     from pv_harness.collected import read_collection_log
     from pv_harness.reports.extraction import write_extraction_report
-    from pv_harness.vector_files import export_pt as write_pt
+    from pv_harness.vectors import export_pt as write_pt
 
     if not logs:
         if not (log_dir and trait):

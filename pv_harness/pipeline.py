@@ -88,7 +88,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
     from pv_harness.reports.sweep import write_sweep_report
     from pv_harness.tasks.persona import persona_collect, trait_eval
     from pv_harness.tasks.steering_sweep import steering_sweep
-    from pv_harness.vector_files import read_vectors
+    from pv_harness.vectors import read_vectors
 
     plugins.get_trait(cfg.trait)  # unknown trait: fail before anything runs
     out = Path(cfg.out) / f"{cfg.trait}-{model_slug(cfg.model)}"
@@ -150,7 +150,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
 def write_run_report(out: Path, cfg: RunConfig, vector: Path, layer: int, pages: dict[str, Path], logs_root: Path,
                      grader: str, collect_headers: list) -> Path:
     """The page that links everything a run produced."""
-    from pv_harness.vector_files import read_vectors
+    from pv_harness.vectors import read_vectors
 
     meta = read_vectors(vector).metadata
     collection = []

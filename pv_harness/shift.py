@@ -78,7 +78,7 @@ def default_layer(vector: str | Path, num_layers: int) -> int:
 
 
 def vector_trait(vector: str | Path) -> str | None:
-    from pv_harness.vector_files import read_any
+    from pv_harness.vectors import read_any
 
     return read_any(vector).metadata.get("trait")
 

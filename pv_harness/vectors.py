@@ -1,37 +1,74 @@
-"""Load persona vectors: a safetensors file of `[L+1, H]` tensors, the paper's `.pt` file, or inline floats.
+"""Persona-vector files, read and written: safetensors files of `[L+1, H]` tensors, the paper's `.pt` files,
+and inline floats.
 
 A vector file made by extraction holds three tensors, `response_avg_diff` (the one steering uses),
 `prompt_avg_diff` and `prompt_last_diff`, each with one row per hidden-states layer (row 0 = embeddings).
+safetensors metadata is a flat str -> str map; we store one JSON document under `pv_harness` so nested
+details (counts, diagnostics, source logs) survive, plus the project version.
+
 The paper's released files are `.pt` files holding one such tensor; they are read with
-`torch.load(weights_only=True)`, which never unpickles arbitrary objects.
+`torch.load(weights_only=True)`, which never unpickles arbitrary objects, and `export_pt` writes them.
+
+`torch` and `safetensors` are imported inside the functions: the `pv/` provider imports this module
+when inspect starts, and must stay cheap to import.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pv_harness import __version__
+from pv_harness.files import atomic_write
 
 if TYPE_CHECKING:
     import torch
 
 VECTOR_KINDS = ("response_avg_diff", "prompt_avg_diff", "prompt_last_diff")
 DEFAULT_KIND = "response_avg_diff"
+META_KEY = "pv_harness"
+PT_SUFFIXES = (".pt", ".pth")
 
 
 class VectorError(ValueError):
     """A vector could not be loaded, or does not fit the model."""
 
 
-def load_vector_rows(path: str | os.PathLike[str], kind: str = DEFAULT_KIND) -> torch.Tensor:
-    """The `[L+1, H]` float32 tensor `kind` from a vector file (a `.pt` file holds one tensor, `kind` unused)."""
+@dataclass
+class VectorFile:
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, Any]
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def _rows(tensor: torch.Tensor, where: str) -> torch.Tensor:
+    """`tensor` as float32, checked to be `[layers+1, hidden]` or `[hidden]`."""
+    import torch
+
+    if tensor.ndim not in (1, 2):
+        raise VectorError(f"{where} has shape {tuple(tensor.shape)}; expected [layers+1, hidden] or [hidden]")
+    return tensor.detach().to(torch.float32)
+
+
+def _read(path: str | os.PathLike[str], kind: str | None = None) -> VectorFile:
+    """The one reader behind every loader.
+
+    safetensors: every tensor (`kind=None`) or only `kind`, with our metadata. `.pt`: the one tensor the
+    file holds (or `kind` from a dict of them), checked and float32, named `kind` (default `DEFAULT_KIND`).
+    """
     import torch
 
     file = Path(path).expanduser()
     if not file.is_file():
         raise VectorError(f"vector file not found: {file}")
-    if file.suffix in (".pt", ".pth"):
+    if file.suffix in PT_SUFFIXES:
+        kind = kind or DEFAULT_KIND
         try:
             loaded: Any = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as ex:  # noqa: BLE001 - any failure here means "not a plain tensor file"
@@ -42,21 +79,36 @@ def load_vector_rows(path: str | os.PathLike[str], kind: str = DEFAULT_KIND) -> 
             loaded = loaded[kind]
         if not isinstance(loaded, torch.Tensor):
             raise VectorError(f"{file} holds a {type(loaded).__name__}, not a tensor")
-        rows = loaded
-    else:
-        from safetensors import SafetensorError, safe_open
+        return VectorFile({kind: _rows(loaded, f"{file}:{kind}")}, {"source": "paper .pt file", "kind": kind})
 
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                names = list(f.keys())
-                if kind not in names:
-                    raise VectorError(f"{file} has no tensor {kind!r}; it has {sorted(names)}")
-                rows = f.get_tensor(kind)
-        except SafetensorError as ex:
-            raise VectorError(f"{file} is not a safetensors file: {ex}") from ex
-    if rows.ndim not in (1, 2):
-        raise VectorError(f"{file}:{kind} has shape {tuple(rows.shape)}; expected [layers+1, hidden] or [hidden]")
-    return rows.detach().to(torch.float32)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            names = list(f.keys())
+            if kind is not None and kind not in names:
+                raise VectorError(f"{file} has no tensor {kind!r}; it has {sorted(names)}")
+            tensors = {k: f.get_tensor(k) for k in (names if kind is None else [kind])}
+            raw = (f.metadata() or {}).get(META_KEY)
+    except SafetensorError as ex:
+        raise VectorError(f"{file} is not a safetensors file: {ex}") from ex
+    return VectorFile(tensors, json.loads(raw) if raw else {})
+
+
+def load_vector_rows(path: str | os.PathLike[str], kind: str = DEFAULT_KIND) -> torch.Tensor:
+    """The `[L+1, H]` float32 tensor `kind` from a vector file (a `.pt` file holds one tensor, `kind` unused)."""
+    file = Path(path).expanduser()
+    return _rows(_read(file, kind).tensors[kind], f"{file}:{kind}")
+
+
+def read_vectors(path: str | os.PathLike[str]) -> VectorFile:
+    """Every tensor and the metadata of a file we wrote (or any safetensors file; a `.pt` reads as `read_any`)."""
+    return _read(path)
+
+
+def read_any(path: str | os.PathLike[str], kind: str = DEFAULT_KIND) -> VectorFile:
+    """A file we wrote (all kinds, with metadata) or the paper's `.pt` (one tensor, named `kind`)."""
+    return _read(path, kind if Path(path).suffix in PT_SUFFIXES else None)
 
 
 class VectorCache:
@@ -112,3 +164,30 @@ def vector_for(
     if not torch.isfinite(row).all():
         raise VectorError(f"{where} contains NaN or infinite values")
     return row.to(torch.float32)
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+
+def save_vectors(vectors: VectorFile, path: str | Path) -> Path:
+    """Write atomically: a reader sees the old file or the new one, never half of one."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta = {**vectors.metadata, "pv_harness_version": __version__}
+    tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in vectors.tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)}))
+    return path
+
+
+def export_pt(vectors: VectorFile, directory: str | Path, trait: str) -> list[Path]:
+    """The paper's three files, `<trait>_<kind>.pt`, each one plain tensor (loads with weights_only=True)."""
+    import torch
+
+    paths = []
+    for kind, tensor in vectors.tensors.items():
+        path = Path(directory) / f"{trait}_{kind}.pt"
+        atomic_write(path, lambda tmp, t=tensor: torch.save(t.detach().cpu().clone(), tmp))
+        paths.append(path)
+    return paths

@@ -13,7 +13,7 @@ from pv_harness import activations
 from pv_harness.collected import CollectedAnswer
 from pv_harness.engine import Engine
 from pv_harness.extraction import TooFewPairs, auroc, extract, select
-from pv_harness.vector_files import export_pt, read_vectors
+from pv_harness.vectors import export_pt, read_vectors
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pv_harness.tasks.persona import persona_collect
 from pv_harness.cli import main
 from pv_harness.collected import read_collection_log
 from pv_harness.extraction import extract_from_logs, find_collection_logs
-from pv_harness.vector_files import read_vectors
+from pv_harness.vectors import read_vectors
 
 
 def judge(trait_score: int):

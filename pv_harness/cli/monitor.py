@@ -16,7 +16,7 @@ def _default_layer(vector: Path) -> int | None:
 
 
 def _default_model(vector: Path) -> str:
-    from pv_harness.vector_files import read_any
+    from pv_harness.vectors import read_any
 
     return str(read_any(vector).metadata.get("model") or "pv/smollm2")
 
