@@ -18,6 +18,7 @@ collection, ``{trait}_{q}`` for detection.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -279,24 +280,6 @@ def trait_eval(
         steer_positions: `response` (last prompt token and generated tokens), `all` or `prompt`.
         judge_min_mass: Unscored below this numeric probability mass (paper: 0.25; see persona_collect).
     """
-    return detection_task(trait, n_per_question, temperature, max_tokens, version, judge_mode,
-                          steer_vector, steer_layer, steer_coef, steer_positions, judge_min_mass=judge_min_mass)
-
-
-def detection_task(
-    trait: str | None,
-    n_per_question: int = 10,
-    temperature: float = 1.0,
-    max_tokens: int = 1000,
-    version: str = "eval",
-    judge_mode: str = "auto",
-    steer_vector: str | None = None,
-    steer_layer: int | None = None,
-    steer_coef: float | None = None,
-    steer_positions: str = "response",
-    judge_min_mass: float = MIN_MASS,
-) -> Task:
-    """The detection eval's Task (what `trait_eval` and the per-trait aliases return)."""
     definition = _trait(trait)
     _choice("version", version, VERSIONS)
     epochs = _positive_int("n_per_question", n_per_question)
@@ -322,26 +305,34 @@ def detection_task(
     )
 
 
+# The undecorated `trait_eval`: its Task carries no registry name, so each alias tags it with its own.
+detection_task = inspect.unwrap(trait_eval)
+
+
 def _detection_alias(trait_name: str) -> Any:
-    """`pv_harness/<trait>_detection`: `trait_eval` with the trait fixed (the paper's detection tasks)."""
+    """`pv_harness/<trait>_detection`: `trait_eval` with the trait fixed (the paper's detection tasks).
 
-    def alias(
-        n_per_question: int = 10,
-        temperature: float = 1.0,
-        max_tokens: int = 1000,
-        judge_mode: str = "auto",
-        steer_vector: str | None = None,
-        steer_layer: int | None = None,
-        steer_coef: float | None = None,
-        steer_positions: str = "response",
-        judge_min_mass: float = MIN_MASS,
-    ) -> Task:
-        return detection_task(trait_name, n_per_question, temperature, max_tokens, "eval", judge_mode,
-                              steer_vector, steer_layer, steer_coef, steer_positions, judge_min_mass=judge_min_mass)
+    Its parameters are `trait_eval`'s signature less `trait` and `version`, so the two cannot drift apart;
+    inspect reads a task's parameters (`-T`) from that signature.
+    """
+    fixed = {"trait": trait_name, "version": "eval"}  # the held-out questions
+    full = inspect.signature(trait_eval)
+    signature = full.replace(parameters=[p for p in full.parameters.values() if p.name not in fixed])
+    name = f"{trait_name}_detection"
 
-    alias.__name__ = alias.__qualname__ = f"{trait_name}_detection"
+    def alias(*args: Any, **kwargs: Any) -> Task:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as ex:
+            raise TypeError(f"{name}() {ex}") from None
+        return detection_task(**fixed, **bound.arguments)
+
+    alias.__signature__ = signature  # type: ignore[attr-defined]
+    alias.__annotations__ = {**{p.name: p.annotation for p in signature.parameters.values()},
+                             "return": signature.return_annotation}
+    alias.__name__ = alias.__qualname__ = name
     alias.__doc__ = f"`trait_eval` for the {trait_name} trait."
-    return task(name=alias.__name__)(alias)
+    return task(name=name)(alias)
 
 
 evil_detection = _detection_alias("evil")

@@ -144,6 +144,21 @@ def test_aliases_are_trait_eval_for_their_trait() -> None:
         assert task.name == f"pv_harness/{alias.__name__}"
 
 
+def test_alias_parameters_are_trait_evals_less_trait_and_version() -> None:
+    """inspect reads `-T` parameters from the signature and the registry: both follow `trait_eval`."""
+    import inspect
+
+    from inspect_ai._util.registry import registry_info
+    from pv_harness.tasks.persona import evil_detection
+
+    full = inspect.signature(trait_eval).parameters
+    expected = [(p.name, p.default) for p in full.values() if p.name not in ("trait", "version")]
+    assert [(p.name, p.default) for p in inspect.signature(evil_detection).parameters.values()] == expected
+    assert registry_info(evil_detection).metadata["params"] == [name for name, _ in expected]
+    with pytest.raises(TypeError, match="evil_detection.*'version'"):
+        evil_detection(version="extract")
+
+
 # --- errors before any generation ------------------------------------------------------------------------
 
 
