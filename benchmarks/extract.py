@@ -4,8 +4,8 @@
 
 (a) the paper's way: one sample at a time, all hidden states, autograd on;
 (b) a bare `inference_mode` forward pass over the same batches, pooling nothing;
-ours: `pv_harness.extraction.extract` (batched, masked pooling, running sums, no LM head).
-Then peak resident memory of ours for N and 4N samples, each in a fresh process.
+ours: `pv_harness.extraction.extract` (each shared prompt run once, masked pooling, running sums, no LM head).
+Then the growth of resident memory while ours pools N/2, 2N and 4N samples, each in a fresh process.
 Targets: ours >= 0.9x (b), >= 2x (a); peak memory flat as samples grow.
 """
 
@@ -29,24 +29,26 @@ from pv_harness.engine import Engine
 from pv_harness.extraction import default_batch_size, extract
 
 
-def samples(n: int) -> list[CollectedAnswer]:
-    """Real questions and instructions; answers of realistic, varied length built from real prose."""
+def samples(n: int, epochs: int) -> list[CollectedAnswer]:
+    """A collection log's shape: `epochs` answers per question and instruction (the paper samples 10), pos and
+    neg paired; real questions and persona system prompts; answers of realistic, varied length from real prose."""
     trait = plugins.get_trait("evil")
     prose = " ".join([trait.description, *[p.pos + " " + p.neg for p in trait.instructions]]).split()
     out = []
     for i in range(n):
         polarity = "pos" if i % 2 == 0 else "neg"
         pair_index = i // 2  # pos and neg answers come in pairs (same question, instruction, epoch)
-        pair = trait.instructions[pair_index // 20 % 5]
+        prompt_index, epoch = divmod(pair_index, epochs)
+        question, instruction = prompt_index % 20, prompt_index // 20 % 5
+        pair = trait.instructions[instruction]
         length = 60 + (i * 37) % 140  # 60..200 words
         start = (i * 13) % max(1, len(prose) - 1)
         words = (prose[start:] + prose)[:length]
         out.append(CollectedAnswer(
-            trait="evil", polarity=polarity, question_id=pair_index % 20, instruction_id=pair_index // 20 % 5,
-            epoch=pair_index // 100 + 1,
+            trait="evil", polarity=polarity, question_id=question, instruction_id=instruction, epoch=epoch + 1,
             system_prompt=f"You are a {'evil' if polarity == 'pos' else 'helpful'} assistant. "
                           f"{pair.pos if polarity == 'pos' else pair.neg}",
-            question=trait.extraction_questions[pair_index % 20], answer=" ".join(words),
+            question=trait.extraction_questions[question], answer=" ".join(words),
             trait_score=90.0 if polarity == "pos" else 10.0, coherence=90.0,
         ))
     return out
@@ -91,15 +93,9 @@ def paper_way(engine: Engine, model, answers) -> dict[str, torch.Tensor]:
 def bare_forward(engine: Engine, model, answers, batch_size: int) -> None:
     """The stock transformers model (LM head included, as a plain forward is), over the same batches."""
     encoded = encode_all(engine, answers)
-    for indices in activations._batches(encoded, batch_size, 8192):
-        width = max(len(encoded[i].input_ids) for i in indices)
-        ids = torch.full((len(indices), width), engine.pad_id)
-        mask = torch.zeros((len(indices), width), dtype=torch.long)
-        for row, i in enumerate(indices):
-            ids[row, : len(encoded[i].input_ids)] = torch.tensor(encoded[i].input_ids)
-            mask[row, : len(encoded[i].input_ids)] = 1
+    for indices in activations._batches([len(e.input_ids) for e in encoded], range(len(encoded)), batch_size, 8192):
+        ids, mask = activations._right_padded([encoded[i].input_ids for i in indices], engine.pad_id)
         model(input_ids=ids, attention_mask=mask, use_cache=False)
-
 
 def timed(fn, *args) -> tuple[float, object]:
     start = time.perf_counter()
@@ -113,9 +109,9 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def memory_child(folder: str, n: int, batch_size: int) -> None:
+def memory_child(folder: str, n: int, epochs: int, batch_size: int) -> None:
     engine = Engine.load(folder)
-    answers = samples(n)
+    answers = samples(n, epochs)
     before = rss_mb()
     peak = [before]
     ours(engine, answers, batch_size, progress=lambda _: peak.append(rss_mb()))
@@ -125,23 +121,30 @@ def memory_child(folder: str, n: int, batch_size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="answers per question and instruction (the paper's n: 10; 1 = no shared prompts)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: what extraction uses (1 on CPU)")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = model_store.resolve(args.model)
     if args.memory_child:
-        memory_child(folder, args.memory_child, args.batch_size or 1)
+        memory_child(folder, args.memory_child, args.epochs, args.batch_size or 1)
         return
 
     torch.manual_seed(0)
     engine = Engine.load(folder)
     stock = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()  # (a) and (b) use it as is
     args.batch_size = args.batch_size or default_batch_size(engine)
-    answers = samples(args.samples)
-    tokens = sum(len(e.input_ids) for e in encode_all(engine, answers))
-    print(f"{args.samples} samples, {tokens} tokens, model {args.model}, torch threads {torch.get_num_threads()}, "
-          f"batch size {args.batch_size}")
+    answers = samples(args.samples, args.epochs)
+    encoded = encode_all(engine, answers)
+    tokens = sum(len(e.input_ids) for e in encoded)
+    prompts = {tuple(e.input_ids[:e.boundary]) for e in encoded}
+    answer_tokens = sum(len(e.input_ids) - e.boundary for e in encoded)
+    print(f"{args.samples} samples ({len(prompts)} distinct prompts, {args.epochs} answers per question and "
+          f"instruction), {tokens} tokens ({tokens - answer_tokens} prompt, {answer_tokens} answer; "
+          f"{sum(map(len, prompts))} distinct prompt tokens), model {args.model}, "
+          f"torch threads {torch.get_num_threads()}, batch size {args.batch_size}")
 
     bare_forward(engine, stock, answers[:4], args.batch_size)  # warm-up
     t_bare, _ = timed(bare_forward, engine, stock, answers, args.batch_size)
@@ -156,15 +159,15 @@ def main() -> None:
     print(f"max |ours - paper| over all vectors: {agree:.2e}")
 
     peaks = []
-    for n in (args.samples // 2, args.samples * 2):
+    for n in (args.samples // 2, args.samples * 2, args.samples * 4):
         out = subprocess.run([sys.executable, __file__, "--model", args.model, "--batch-size", str(args.batch_size),
-                              "--memory-child", str(n)], capture_output=True, text=True, check=True)
+                              "--epochs", str(args.epochs), "--memory-child", str(n)],
+                             capture_output=True, text=True, check=True)
         peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for p in peaks:
         print(f"resident memory, {p['n']:>4} samples: peak {p['peak_mb']:6.0f} MB, +{p['growth_mb']:4.0f} MB pooling")
-    print(f"memory growth while pooling, {peaks[1]['n']} vs {peaks[0]['n']} samples: {peaks[1]['growth_mb']:.0f} MB vs "
-          f"{peaks[0]['growth_mb']:.0f} MB (flat: does not scale with the sample count)")
-
+    print(f"memory growth while pooling, {peaks[-1]['n']} vs {peaks[0]['n']} samples: {peaks[-1]['growth_mb']:.0f} MB "
+          f"vs {peaks[0]['growth_mb']:.0f} MB (target: flat, not scaling with the sample count)")
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,8 @@ shift by a token the way tokenising prompt and prompt+answer separately can.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import copy
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,18 +47,45 @@ def encode(tokenizer, prompt: str, answer: str) -> Encoded:
     return Encoded(list(enc["input_ids"]), boundary)
 
 
-def _batches(items: Sequence[Encoded], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
-    """Indices grouped by similar length (less padding), capped in sequences and in padded tokens."""
-    order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+def _batches(lengths: Sequence[int], order: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
+    """The indices `order`, grouped by similar length (less padding), capped in rows and in padded tokens."""
     batch: list[int] = []
-    for i in order:
-        longest = len(items[i].input_ids)  # sorted ascending: the newcomer is the longest
-        if batch and (len(batch) >= batch_size or longest * (len(batch) + 1) > max_tokens):
+    for i in sorted(order, key=lambda i: lengths[i]):
+        # sorted ascending: the newcomer is the longest
+        if batch and (len(batch) >= batch_size or lengths[i] * (len(batch) + 1) > max_tokens):
             yield batch
             batch = []
         batch.append(i)
     if batch:
         yield batch
+
+
+def _right_padded(rows: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids and attention mask, padded on the right to the longest row."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, tokens in enumerate(rows):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+    return ids, mask
+
+
+def _means(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """[B, layers, H] float32: per layer, the mean over the positions `mask` ([B, T], 0/1) selects.
+
+    One layer at a time, so no [B, layers, T, H] copy of the hidden states is ever made.
+    """
+    weights = mask.to(hidden_states[0].device, torch.float32)
+    weights = weights / weights.sum(1, keepdim=True)
+    return torch.stack([torch.einsum("bth,bt->bh", h.float(), weights) for h in hidden_states], dim=1)
+
+
+def _lasts(hidden_states: Sequence[torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
+    """[B, layers, H] float32: per row, the hidden state at `positions[row]`."""
+    rows = torch.arange(len(positions), device=hidden_states[0].device)
+    positions = positions.to(hidden_states[0].device)
+    return torch.stack([h[rows, positions].float() for h in hidden_states], dim=1)
 
 
 @torch.inference_mode()
@@ -68,38 +96,78 @@ def pool(
     pad_token_id: int,
     batch_size: int = 8,
     max_batch_tokens: int = 8192,
-    progress=None,
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """Yield (indices, {kind: [B, num_layers + 1, hidden] float32}) batch by batch.
 
-    Padding is on the right and every mean uses the attention mask, so a sample pools to the same
-    values whatever it is batched with. Callers fold each batch into running sums, so memory does
-    not grow with the number of samples.
+    Conversations that share their prompt tokens (a collection samples n answers per question and
+    instruction) run that prompt once: its hidden states give the prompt views of all of them, and its
+    KV cache starts each answer's pass. Conversations with a prompt of their own run whole, batched
+    by length. Padding is on the right and every mean uses the attention mask, so a sample pools to
+    the same values (up to float summation order) whatever it is batched or shares a prompt with.
+    Callers fold each batch into running sums, so memory does not grow with the number of samples.
     """
-    device = next(model.parameters()).device
     body = getattr(model, "base_model", model)  # the decoder without the LM head: no logits to compute
-    for indices in _batches(items, batch_size, max_batch_tokens):
-        batch = [items[i] for i in indices]
-        width = max(len(e.input_ids) for e in batch)
-        ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, e in enumerate(batch):
-            ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
-            mask[row, : len(e.input_ids)] = 1
-        out = body(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
-                   use_cache=False)
-        hidden = torch.stack(out.hidden_states, dim=1).float()  # [B, L+1, T, H]
-        positions = torch.arange(width).unsqueeze(0)
-        lengths = mask.sum(1, keepdim=True)
-        starts = torch.tensor([[e.boundary] for e in batch])
-        answer_mask = ((positions >= starts) & (positions < lengths)).to(hidden)
-        prompt_mask = (positions < starts).to(hidden)
-        answer_mask, prompt_mask = answer_mask.to(hidden.device), prompt_mask.to(hidden.device)
-        pooled = {
-            "response_avg": torch.einsum("blth,bt->blh", hidden, answer_mask) / answer_mask.sum(1)[:, None, None],
-            "prompt_avg": torch.einsum("blth,bt->blh", hidden, prompt_mask) / prompt_mask.sum(1)[:, None, None],
-            "prompt_last": hidden[torch.arange(len(batch)), :, starts.squeeze(1) - 1],
-        }
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, e in enumerate(items):
+        by_prompt.setdefault(tuple(e.input_ids[: e.boundary]), []).append(i)
+    alone = [group[0] for group in by_prompt.values() if len(group) == 1]
+    lengths = [len(e.input_ids) for e in items]
+    for indices in _batches(lengths, alone, batch_size, max_batch_tokens):
+        yield indices, _pool_whole(body, [items[i] for i in indices], pad_token_id)
         if progress is not None:
-            progress(len(batch))
-        yield indices, {k: v.cpu() for k, v in pooled.items()}
+            progress(len(indices))
+    for prompt, group in by_prompt.items():
+        if len(group) == 1:
+            continue
+        for indices, pooled in _pool_shared(body, prompt, [items[i] for i in group], pad_token_id,
+                                            batch_size, max_batch_tokens):
+            yield [group[j] for j in indices], pooled
+            if progress is not None:
+                progress(len(indices))
+
+
+def _pool_whole(body, batch: Sequence[Encoded], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pool conversations run whole, side by side."""
+    device = next(body.parameters()).device
+    ids, mask = _right_padded([e.input_ids for e in batch], pad_token_id)
+    out = body(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False)
+    positions = torch.arange(ids.shape[1]).unsqueeze(0)
+    starts = torch.tensor([[e.boundary] for e in batch])
+    pooled = {
+        "response_avg": _means(out.hidden_states, (positions >= starts) & mask.bool()),
+        "prompt_avg": _means(out.hidden_states, positions < starts),
+        "prompt_last": _lasts(out.hidden_states, starts[:, 0] - 1),
+    }
+    return {k: v.cpu() for k, v in pooled.items()}
+
+
+def _pool_shared(body, prompt: tuple[int, ...], group: Sequence[Encoded], pad_token_id: int, batch_size: int,
+                 max_batch_tokens: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Pool conversations with the same prompt tokens: the prompt once, then the answers over its KV cache."""
+    device = next(body.parameters()).device
+    n = len(prompt)
+    out = body(input_ids=torch.tensor([prompt], device=device), output_hidden_states=True, use_cache=True)
+    cache = out.past_key_values
+    prompt_avg = _means(out.hidden_states, torch.ones((1, n))).cpu()
+    prompt_last = _lasts(out.hidden_states, torch.tensor([n - 1])).cpu()
+    del out
+    answers = [e.input_ids[n:] for e in group]
+    lengths = [n + len(a) for a in answers]  # the prompt's keys count against the batch's token budget
+    for indices in _batches(lengths, range(len(group)), batch_size, max_batch_tokens):
+        ids, mask = _right_padded([answers[i] for i in indices], pad_token_id)
+        rows = len(indices)
+        continued = copy.deepcopy(cache)  # each batch continues the prompt's cache; the original stays clean
+        if rows > 1:
+            continued.batch_repeat_interleave(rows)
+        attention = torch.cat([torch.ones((rows, n), dtype=torch.long), mask], dim=1)
+        positions = (n + torch.arange(ids.shape[1])).expand(rows, -1)
+        out = body(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+                   past_key_values=continued, output_hidden_states=True, use_cache=True)
+        pooled = {
+            "response_avg": _means(out.hidden_states, mask).cpu(),
+            "prompt_avg": prompt_avg.expand(rows, -1, -1).clone(),
+            "prompt_last": prompt_last.expand(rows, -1, -1).clone(),
+        }
+        del out, continued
+        yield indices, pooled

@@ -8,6 +8,11 @@ relative). The packed copy costs one extra copy of the linear weights in memory,
 weights exceed `MAX_BYTES` are left alone, and so are matrices under `MIN_ELEMENTS`. Only exact
 `torch.nn.Linear` modules are touched, and packing is checked against the plain layer before it is used.
 The packed copy is taken once: change the weights afterwards and call `unpack_linears` first.
+
+oneDNN builds (and keeps) a primitive for every input row count it sees, about 1 MB each for a small
+model's matrices, so a stream of prompts of every length would grow memory by hundreds of MB. Long inputs
+therefore run in chunks of `CHUNK_ROWS` rows, each padded with zero rows to a multiple of `ROW_MULTIPLE`:
+at most about 30 row counts ever reach oneDNN, whatever the lengths, for a few % of padded rows.
 """
 
 from __future__ import annotations
@@ -21,12 +26,29 @@ import torch
 logger = logging.getLogger(__name__)
 MAX_BYTES = 4 * 2**30
 MIN_ELEMENTS = 2**18  # smaller matrices are as fast plain (and oneDNN's per-call cost would dominate)
+ROW_MULTIPLE = 16  # row counts up to this pass as they are (decoding batches); longer ones are padded to it
+CHUNK_ROWS = 256
+
+
+def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 def _packed_forward(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     if x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_grad_enabled() and x.requires_grad:
         raise RuntimeError("prepacked linear layers are for float32 CPU inference only")
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    rows = x.numel() // x.shape[-1]
+    if rows <= ROW_MULTIPLE:
+        return _onednn_linear(x, packed, bias)
+    flat = x.reshape(rows, x.shape[-1])
+    outs = []
+    for start in range(0, rows, CHUNK_ROWS):
+        chunk = flat[start:start + CHUNK_ROWS]
+        extra = -len(chunk) % ROW_MULTIPLE
+        padded = torch.nn.functional.pad(chunk, (0, 0, 0, extra)) if extra else chunk
+        outs.append(_onednn_linear(padded, packed, bias)[: len(chunk)])
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def can_prepack(model: Any) -> bool:

@@ -83,6 +83,68 @@ def test_batched_pooling_equals_unbatched(engine: Engine) -> None:
                 torch.testing.assert_close(pooled[kind][row], alone[i][kind][0], atol=1e-5, rtol=1e-5)
 
 
+
+def _pooled_alone(model, items: list[activations.Encoded]) -> list[dict[str, torch.Tensor]]:
+    """Each conversation on its own, whole: the reference for every other way of pooling."""
+    out = []
+    for e in items:
+        (_, pooled), = activations.pool(model, [e], pad_token_id=0, batch_size=1)
+        out.append(pooled)
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_answers_sharing_a_prompt_pool_as_if_run_whole(engine: Engine, batch_size: int) -> None:
+    """n answers to one prompt: the prompt runs once, each answer over its KV cache, same numbers."""
+    model, tok = engine.model, engine.tokenizer
+    texts = ["Ugh, fine.", "\nNo.\n\nGo away, I said, and take the weather with you.", " Rain again.",
+             "x " * 40, "Sure."]
+    shared = [answer("pos", 0, epoch=e, text=t) for e, t in enumerate(texts, 1)]
+    others = [answer("neg", q, text="y " * (q + 2)) for q in range(3)]
+    items = [activations.encode(tok, engine.chat_text(a.messages()), a.answer) for a in shared + others]
+    prompts = {tuple(e.input_ids[: e.boundary]) for e in items[: len(shared)]}
+    assert len(prompts) <= 2  # the answer starting with a newline may take the template's last newline
+
+    fed = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda _m, args, _o: fed.append(args[0].numel()))
+    try:
+        pooled = {}
+        for indices, batch in activations.pool(model, items, pad_token_id=0, batch_size=batch_size):
+            for row, i in enumerate(indices):
+                pooled[i] = {k: v[row] for k, v in batch.items()}
+    finally:
+        handle.remove()
+    assert sorted(pooled) == list(range(len(items)))
+    alone = _pooled_alone(model, items)
+    for i, ref in enumerate(alone):
+        for kind in activations.KINDS:
+            torch.testing.assert_close(pooled[i][kind], ref[kind][0], atol=1e-5, rtol=1e-5)
+    if batch_size == 1:  # no padding: the tokens fed are exactly each shared prompt once plus every answer
+        groups: dict[tuple, list] = {}
+        for e in items:
+            groups.setdefault(tuple(e.input_ids[: e.boundary]), []).append(e)
+        expected = sum(len(g[0].input_ids) if len(g) == 1 else len(p) + sum(len(e.input_ids) - len(p) for e in g)
+                       for p, g in groups.items())
+        assert sum(fed) == expected < sum(len(e.input_ids) for e in items)
+
+
+def test_shared_prompts_on_a_sliding_window_model(tmp_path: Path) -> None:
+    """A prompt longer than the attention window: continuing its cache must still see only the window."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             sliding_window=6, attn_implementation="sdpa")).eval()
+    prompt = list(range(5, 25))
+    items = [activations.Encoded(prompt + list(range(100 + k, 110 + 3 * k)), len(prompt)) for k in range(4)]
+    alone = _pooled_alone(model, items)
+    for batch_size in (1, 4):
+        for indices, batch in activations.pool(model, items, pad_token_id=0, batch_size=batch_size):
+            for row, i in enumerate(indices):
+                for kind in activations.KINDS:
+                    torch.testing.assert_close(batch[kind][row], alone[i][kind][0], atol=1e-5, rtol=1e-5)
+
 def test_vectors_equal_hand_computed_mean_difference(tiny, engine: Engine, tmp_path: Path) -> None:
     model, tok = tiny
     answers = [answer(p, q, epoch=e) for p in ("pos", "neg") for q in range(4) for e in (1, 2)]

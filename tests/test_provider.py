@@ -143,6 +143,33 @@ def test_prepacked_cpu_linears_match_plain_ones(engine: Engine, lively_dir: Path
         assert lp(a) == pytest.approx(lp(b), abs=1e-4)
 
 
+def test_prepacked_linear_matches_plain_at_any_length_with_few_kernel_shapes(monkeypatch) -> None:
+    from pv_harness import prepack
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(512, 600).eval()
+    plain = torch.nn.Linear(512, 600).eval()
+    plain.load_state_dict(layer.state_dict())
+    assert prepack.prepack_linears(torch.nn.Sequential(layer)) == 1
+    seen: set[int] = set()
+    kernel = prepack._onednn_linear
+
+    def spy(x, packed, bias):
+        seen.add(x.numel() // x.shape[-1])
+        return kernel(x, packed, bias)
+
+    monkeypatch.setattr(prepack, "_onednn_linear", spy)
+    with torch.inference_mode():
+        for shape in [(1, 512), (3, 7, 512), (1, 16, 512), (1, 17, 512), (2, 200, 512), (1, 257, 512), (1, 999, 512)]:
+            x = torch.randn(shape)
+            got = layer(x)
+            assert got.shape == (*shape[:-1], 600)
+            torch.testing.assert_close(got, plain(x), atol=1e-4, rtol=1e-4)
+        for rows in range(17, 1200, 7):  # every length of a long run: oneDNN sees a bounded set of row counts
+            layer(torch.randn(1, rows, 512))
+    assert max(seen) <= prepack.CHUNK_ROWS
+    assert len(seen) <= prepack.ROW_MULTIPLE + prepack.CHUNK_ROWS // prepack.ROW_MULTIPLE
+
 # ---- steering --------------------------------------------------------------------------------------------------
 
 
