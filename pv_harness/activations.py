@@ -9,11 +9,12 @@ shift by a token the way tokenising prompt and prompt+answer separately can.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from pv_harness.kv_cache import continue_prompt, returned_cache
 
 KINDS = ("response_avg", "prompt_avg", "prompt_last")
 LAYER_CONVENTION = (
@@ -148,7 +149,7 @@ def _pool_shared(body, prompt: tuple[int, ...], group: Sequence[Encoded], pad_to
     device = next(body.parameters()).device
     n = len(prompt)
     out = body(input_ids=torch.tensor([prompt], device=device), output_hidden_states=True, use_cache=True)
-    cache = out.past_key_values
+    cache = returned_cache(out)
     prompt_avg = _means(out.hidden_states, torch.ones((1, n))).cpu()
     prompt_last = _lasts(out.hidden_states, torch.tensor([n - 1])).cpu()
     del out
@@ -157,17 +158,11 @@ def _pool_shared(body, prompt: tuple[int, ...], group: Sequence[Encoded], pad_to
     for indices in _batches(lengths, range(len(group)), batch_size, max_batch_tokens):
         ids, mask = _right_padded([answers[i] for i in indices], pad_token_id)
         rows = len(indices)
-        continued = copy.deepcopy(cache)  # each batch continues the prompt's cache; the original stays clean
-        if rows > 1:
-            continued.batch_repeat_interleave(rows)
-        attention = torch.cat([torch.ones((rows, n), dtype=torch.long), mask], dim=1)
-        positions = (n + torch.arange(ids.shape[1])).expand(rows, -1)
-        out = body(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
-                   past_key_values=continued, output_hidden_states=True, use_cache=True)
+        out = continue_prompt(body, cache, n, ids.to(device), mask.to(device), output_hidden_states=True)
         pooled = {
             "response_avg": _means(out.hidden_states, mask).cpu(),
             "prompt_avg": prompt_avg.expand(rows, -1, -1).clone(),
             "prompt_last": prompt_last.expand(rows, -1, -1).clone(),
         }
-        del out, continued
+        del out
         yield indices, pooled

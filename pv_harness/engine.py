@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import torch
 
+from pv_harness.kv_cache import continue_prompt, returned_cache, with_cache
 from pv_harness.layers import ModelLayers, find_layers
 from pv_harness.prepack import prepack_linears
 from pv_harness.steering import Interventions, MonitorSpec, SteerSpec, StopForward
@@ -297,7 +298,7 @@ class Engine:
         try:
             with interventions.hooks() if interventions is not None else _null():
                 logits = self.model(input_ids=inputs, attention_mask=allowed[None, None], position_ids=positions,
-                                    past_key_values=cache, use_cache=True).logits
+                                    use_cache=True, **with_cache(self.model, cache)).logits
         except (RuntimeError, ValueError, TypeError):
             return None
         logp = torch.log_softmax(logits[0].float(), dim=-1)
@@ -328,20 +329,15 @@ class Engine:
                 inputs[j, :len(c) - 1] = torch.tensor(c[:-1], device=dev)
                 targets[j, :len(c) - 1] = torch.tensor(c[1:], device=dev)
                 mask[j, :len(c) - 1] = 1
-            expanded = copy.deepcopy(cache)
-            expanded.batch_repeat_interleave(len(rows))
-            attention = torch.cat([torch.ones((len(rows), n_prompt), dtype=torch.long, device=dev), mask], dim=1)
-            positions = (n_prompt + torch.arange(width, device=dev)).expand(len(rows), -1)
             if interventions is not None:
                 interventions.set_step([0] * len(rows), prompt=torch.zeros_like(mask), response=mask)
             with interventions.hooks() if interventions is not None else _null():
-                logits = self.model(input_ids=inputs, attention_mask=attention, position_ids=positions,
-                                    past_key_values=expanded, use_cache=True).logits
+                logits = continue_prompt(self.model, cache, n_prompt, inputs, mask).logits
             logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])[..., 0]
             sums = (logp * mask).sum(-1).tolist()
             for i, s in zip(rows, sums, strict=True):
                 totals[i] += s
-            del expanded, logits
+            del logits
         return totals
 
     def _score(self, request: ScoreRequest) -> ScoreResult:
@@ -358,7 +354,7 @@ class Engine:
         with hooks:
             out = self.model(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True,
                              logits_to_keep=1)
-        cache = out.past_key_values
+        cache = returned_cache(out)
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         multi_token = any(len(c) > 1 for c in request.continuations)
         if any(getattr(cache, "is_sliding", None) or []):
@@ -489,7 +485,7 @@ class _Batch:
                 if self.limits[i] == 0:
                     self.done[i], self.reason[i] = True, "model_length"
             while True:
-                cache = out.past_key_values
+                cache = returned_cache(out)
                 tokens = self._sample(out.logits[:, -1, :], rows)
                 if all(self.done[i] for i in rows) and all(self._complete(i) for i in rows):
                     break
@@ -511,7 +507,7 @@ class _Batch:
                     one = torch.ones((len(rows), 1), dtype=torch.long, device=dev)
                     iv.set_step(rows, prompt=torch.zeros_like(one), response=one)
                 out = e.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                              past_key_values=cache, use_cache=True, logits_to_keep=1)
+                              use_cache=True, logits_to_keep=1, **with_cache(e.model, cache))
                 next_pos = next_pos + 1
                 self._stream()
         self._stream()
@@ -548,7 +544,7 @@ class _Batch:
         iv.stop_after = iv.monitor_depth
         try:
             self.e.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **with_cache(self.e.model, cache))
         except StopForward:
             pass
         finally:

@@ -481,3 +481,19 @@ def test_streaming_hands_over_every_token_with_its_projection(engine: Engine, li
                                        f"pv/{lively_dir}", "--max-tokens", "6", "--html", str(tmp_path / "m.html")])
     assert result.exit_code == 0, result.output
     assert "response mean" in result.output and (tmp_path / "m.html").read_text().count('class="tok"') >= 1
+
+
+def test_kv_cache_goes_by_the_name_this_transformers_expects(engine: Engine) -> None:
+    """Decoding, continuation scoring and shared-prompt pooling pass no deprecated cache argument."""
+    import warnings
+
+    from pv_harness import activations
+
+    prompt = ids(engine, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine.generate([GenRequest(prompt_ids=prompt, max_new_tokens=4)])
+        engine.score(ScoreRequest(prompt_ids=prompt, continuations=[[5, 6, 7], [5, 8], [9, 10, 11]]))
+        shared = [activations.Encoded(prompt + [20 + k, 21], len(prompt)) for k in range(3)]
+        assert len(list(activations.pool(engine.model, shared, pad_token_id=0, batch_size=2))) == 2
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
