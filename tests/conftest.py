@@ -42,3 +42,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_logs_stay_out_of_the_users_log_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Evals that name no log dir write to INSPECT_LOG_DIR: point it at a temporary folder, not ./logs."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("INSPECT_LOG_DIR", str(tmp_path_factory.mktemp("inspect-logs")))
+    yield
+    patch.undo()
