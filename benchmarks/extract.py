@@ -97,6 +97,7 @@ def bare_forward(engine: Engine, model, answers, batch_size: int) -> None:
         ids, mask = activations._right_padded([encoded[i].input_ids for i in indices], engine.pad_id)
         model(input_ids=ids, attention_mask=mask, use_cache=False)
 
+
 def timed(fn, *args) -> tuple[float, object]:
     start = time.perf_counter()
     result = fn(*args)
@@ -168,6 +169,7 @@ def main() -> None:
         print(f"resident memory, {p['n']:>4} samples: peak {p['peak_mb']:6.0f} MB, +{p['growth_mb']:4.0f} MB pooling")
     print(f"memory growth while pooling, {peaks[-1]['n']} vs {peaks[0]['n']} samples: {peaks[-1]['growth_mb']:.0f} MB "
           f"vs {peaks[0]['growth_mb']:.0f} MB (target: flat, not scaling with the sample count)")
+
 
 if __name__ == "__main__":
     main()

@@ -69,21 +69,6 @@ def test_boundary_from_one_tokenisation(tiny) -> None:
         assert prompt_tokens + answer_tokens == prompt + text
 
 
-def test_batched_pooling_equals_unbatched(engine: Engine) -> None:
-    model, tok = engine.model, engine.tokenizer
-    items = [answer("pos", q, text="x " * (q * 7 + 1)) for q in range(5)]
-    encoded = [activations.encode(tok, engine.chat_text(a.messages()), a.answer) for a in items]
-    alone = {}
-    for i, e in enumerate(encoded):
-        (_, pooled), = activations.pool(model, [e], pad_token_id=0, batch_size=1)
-        alone[i] = pooled
-    for indices, pooled in activations.pool(model, encoded, pad_token_id=0, batch_size=5):
-        for row, i in enumerate(indices):
-            for kind in activations.KINDS:
-                torch.testing.assert_close(pooled[kind][row], alone[i][kind][0], atol=1e-5, rtol=1e-5)
-
-
-
 def _pooled_alone(model, items: list[activations.Encoded]) -> list[dict[str, torch.Tensor]]:
     """Each conversation on its own, whole: the reference for every other way of pooling."""
     out = []
@@ -91,6 +76,17 @@ def _pooled_alone(model, items: list[activations.Encoded]) -> list[dict[str, tor
         (_, pooled), = activations.pool(model, [e], pad_token_id=0, batch_size=1)
         out.append(pooled)
     return out
+
+
+def test_batched_pooling_equals_unbatched(engine: Engine) -> None:
+    model, tok = engine.model, engine.tokenizer
+    items = [answer("pos", q, text="x " * (q * 7 + 1)) for q in range(5)]
+    encoded = [activations.encode(tok, engine.chat_text(a.messages()), a.answer) for a in items]
+    alone = _pooled_alone(model, encoded)
+    for indices, pooled in activations.pool(model, encoded, pad_token_id=0, batch_size=5):
+        for row, i in enumerate(indices):
+            for kind in activations.KINDS:
+                torch.testing.assert_close(pooled[kind][row], alone[i][kind][0], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
@@ -128,7 +124,7 @@ def test_answers_sharing_a_prompt_pool_as_if_run_whole(engine: Engine, batch_siz
         assert sum(fed) == expected < sum(len(e.input_ids) for e in items)
 
 
-def test_shared_prompts_on_a_sliding_window_model(tmp_path: Path) -> None:
+def test_shared_prompts_on_a_sliding_window_model() -> None:
     """A prompt longer than the attention window: continuing its cache must still see only the window."""
     from transformers import MistralConfig, MistralForCausalLM
 
@@ -144,6 +140,7 @@ def test_shared_prompts_on_a_sliding_window_model(tmp_path: Path) -> None:
             for row, i in enumerate(indices):
                 for kind in activations.KINDS:
                     torch.testing.assert_close(batch[kind][row], alone[i][kind][0], atol=1e-5, rtol=1e-5)
+
 
 def test_vectors_equal_hand_computed_mean_difference(tiny, engine: Engine, tmp_path: Path) -> None:
     model, tok = tiny

@@ -170,6 +170,7 @@ def test_prepacked_linear_matches_plain_at_any_length_with_few_kernel_shapes(mon
     assert max(seen) <= prepack.CHUNK_ROWS
     assert len(seen) <= prepack.ROW_MULTIPLE + prepack.CHUNK_ROWS // prepack.ROW_MULTIPLE
 
+
 # ---- steering --------------------------------------------------------------------------------------------------
 
 
