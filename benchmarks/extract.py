@@ -4,7 +4,7 @@
 
 (a) the paper's way: one sample at a time, all hidden states, autograd on;
 (b) a bare `inference_mode` forward pass over the same batches, pooling nothing;
-ours: `pv_harness.extraction.extract` (each shared prompt run once, masked pooling, running sums, no LM head).
+ours: `pv_harness.vectors.extraction.extract` (each shared prompt run once, masked pooling, running sums, no LM head).
 Then the growth of resident memory while ours pools N/2, 2N and 4N samples, each in a fresh process.
 Targets: ours >= 0.9x (b), >= 2x (a); peak memory flat as samples grow.
 """
@@ -23,16 +23,17 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from pv_harness import activations, model_store, plugins
-from pv_harness.collected import CollectedAnswer
-from pv_harness.engine import Engine
-from pv_harness.extraction import default_batch_size, extract
+from pv_harness import models, plugin_manager
+from pv_harness.logs import CollectedAnswer
+from pv_harness.provider.engine import Engine
+from pv_harness.vectors import activations
+from pv_harness.vectors.extraction import default_batch_size, extract
 
 
 def samples(n: int, epochs: int) -> list[CollectedAnswer]:
     """A collection log's shape: `epochs` answers per question and instruction (the paper samples 10), pos and
     neg paired; real questions and persona system prompts; answers of realistic, varied length from real prose."""
-    trait = plugins.get_trait("evil")
+    trait = plugin_manager.get_trait("evil")
     prose = " ".join([trait.description, *[p.pos + " " + p.neg for p in trait.instructions]]).split()
     out = []
     for i in range(n):
@@ -59,7 +60,7 @@ def encode_all(engine: Engine, answers):
 
 
 def ours(engine: Engine, answers, batch_size: int, progress=lambda _: None) -> dict[str, torch.Tensor]:
-    """The real thing: `pv_harness.extraction.extract` (no held-out split, like the paper)."""
+    """The real thing: `pv_harness.vectors.extraction.extract` (no held-out split, like the paper)."""
     with tempfile.TemporaryDirectory() as tmp:
         result = extract(answers, model_name="benchmark", engine=engine, out=Path(tmp) / "v.safetensors",
                          trait="evil", min_pairs=1, holdout=0, batch_size=batch_size, log=lambda _: None,
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    folder = model_store.resolve(args.model)
+    folder = models.resolve(args.model)
     if args.memory_child:
         memory_child(folder, args.memory_child, args.epochs, args.batch_size or 1)
         return

@@ -82,9 +82,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from pv_harness import model_store
+    from pv_harness import models
 
-    folder = model_store.resolve(args.model)
+    folder = models.resolve(args.model)
     log_dir = tempfile.mkdtemp(prefix="pv-bench-logs-")
     hf = get_model(f"hf/{folder}", do_sample=False, **({} if torch.cuda.is_available() else {"device": "cpu"}))
     pv = get_model(f"pv/{folder}")

@@ -8,7 +8,7 @@ from importlib.resources import files
 from typing import Any
 
 from pv_harness.hookspecs import hookimpl
-from pv_harness.traits import Trait, validate_trait
+from pv_harness.traits.model import Trait, validate_trait
 
 
 def bundled_trait(name: str) -> Trait:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pv_harness.hookspecs import hookimpl
-from pv_harness.training import Example, TrainingError, read_jsonl, sample
+from pv_harness.organisms.training import Example, TrainingError, read_jsonl, sample
 
 PAPER_FILES = {"baseline": "normal", "mild": "misaligned_1", "severe": "misaligned_2"}
 
@@ -36,7 +36,7 @@ def paper_dataset(trait: str, strength: str, *, sample_size: int | None = None, 
 def _collection_logs(trait: str, log_dir: str | None, logs: list[str] | None) -> list[str]:
     from inspect_ai.log import list_eval_logs, read_eval_log
 
-    from pv_harness.collected import log_path
+    from pv_harness.logs import log_path
 
     if logs:
         return list(logs)
@@ -75,7 +75,7 @@ def split_collected(answers: list[Any], *, threshold: float = 50.0, coherence: f
 def collected_dataset(trait: str, strength: str, *, sample_size: int | None = None, seed: int = 0,
                       log_dir: str | None = None, logs: list[str] | None = None, threshold: float | str = 50.0,
                       coherence: float = 0.0, mild_fraction: float = 0.5, **_: Any) -> list[Example]:
-    from pv_harness.collected import read_collection_log
+    from pv_harness.logs import read_collection_log
 
     answers = [a for path in _collection_logs(trait, log_dir, logs) for a in read_collection_log(path).answers
                if a.trait == trait]

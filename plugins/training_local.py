@@ -5,7 +5,7 @@ request's `output_dir`: `adapter/` (the LoRA weights), `merged/` (a plain transf
 as `pv/<that folder>`), `job.json` and `train_log.json` (loss per step).
 
 Preventative steering: `request.steering` entries (`{"vector": FILE, "layer": L, "coef": C, "op": "add"}`
-or `op: ablate`) are applied with `pv_harness.steering.steer_all` to every forward pass *while training
+or `op: ablate`) are applied with `pv_harness.provider.interventions.steer_all` to every forward pass *while training
 only*; the saved model carries no hook.
 
 Hyperparameters (defaults): epochs 1, learning_rate 1e-4, batch_size 4, max_steps None, lora_rank 8,
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pv_harness.hookspecs import hookimpl
-from pv_harness.training import BaseBackend, Job, TrainingError, TrainingRequest, content_hash
+from pv_harness.organisms.training import BaseBackend, Job, TrainingError, TrainingRequest, content_hash
 
 DEFAULTS: dict[str, Any] = {
     "epochs": 1, "learning_rate": 1e-4, "batch_size": 4, "max_steps": None, "lora_rank": 8, "lora_alpha": 16,
@@ -99,7 +99,7 @@ class LocalBackend(BaseBackend):
         return saved
 
     def _save(self, job: Job) -> None:
-        from pv_harness.files import atomic_write_json
+        from pv_harness.atomic import atomic_write_json
 
         atomic_write_json(Path(job.details["output_dir"]) / "job.json", job.to_dict())
 
@@ -109,11 +109,11 @@ def train_lora(request: TrainingRequest) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pv_harness.engine import resolve_device
-    from pv_harness.extraction import local_model_path
-    from pv_harness.files import atomic_write_json
-    from pv_harness.layers import find_layers
-    from pv_harness.steering import parse_steer, steer_all
+    from pv_harness.atomic import atomic_write_json
+    from pv_harness.provider.engine import resolve_device
+    from pv_harness.provider.interventions import parse_steer, steer_all
+    from pv_harness.provider.layers import find_layers
+    from pv_harness.vectors.extraction import local_model_path
 
     unknown = set(request.hyperparameters) - set(DEFAULTS)
     if unknown:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pv_harness.hookspecs import hookimpl
-from pv_harness.training import BaseBackend, Job, TrainingError, TrainingRequest, write_jsonl
+from pv_harness.organisms.training import BaseBackend, Job, TrainingError, TrainingRequest, write_jsonl
 
 API_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 CLIENT_OPTIONS = ("base_url", "api_key")

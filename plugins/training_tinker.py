@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pv_harness.hookspecs import hookimpl
-from pv_harness.training import BaseBackend, Job, TrainingError, TrainingRequest, content_hash
+from pv_harness.organisms.training import BaseBackend, Job, TrainingError, TrainingRequest, content_hash
 
 INSTALL = "the tinker backend needs the Tinker SDK: pip install tinker (and set TINKER_API_KEY)"
 DEFAULTS = {"epochs": 1, "learning_rate": 1e-4, "batch_size": 8, "lora_rank": 32, "max_length": 2048}

@@ -3,7 +3,7 @@
 Keep this module cheap to import: heavy libraries (torch, transformers) load inside factories.
 """
 
-from pv_harness.provider import pv  # noqa: F401
+from pv_harness.provider.api import pv  # noqa: F401
 from pv_harness.scorers.judge import coherence_judge, trait_judge  # noqa: F401
 from pv_harness.scorers.metrics import grouped_judge_stats, judge_stats  # noqa: F401
 from pv_harness.solvers.preflight import preflight  # noqa: F401

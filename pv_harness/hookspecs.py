@@ -22,7 +22,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def register_traits(register: Callable[[Any], None]) -> None:
     """Add traits.
 
-    Call `register(trait)` with a `pv_harness.traits.Trait` or a dict of its fields (validated on
+    Call `register(trait)` with a `pv_harness.traits.model.Trait` or a dict of its fields (validated on
     registration). A trait becomes available to every task (`-T trait=NAME`) and to `pv traits`.
     """
 
@@ -51,7 +51,8 @@ def register_judges(register: Callable[..., None]) -> None:
 def register_training_backends(register: Callable[..., None]) -> None:
     """Add fine-tuning backends for model organisms.
 
-    Call `register(name, backend_factory)`; `backend_factory()` returns a `pv_harness.training.TrainingBackend`:
+    Call `register(name, backend_factory)`; `backend_factory()` returns a
+    `pv_harness.organisms.training.TrainingBackend`:
     `submit(TrainingRequest) -> Job`, `status(job) -> Job`, `wait(job) -> Job`; a succeeded `Job` carries the
     model id inspect should evaluate (`pv/<folder>`, `openai/ft:...`). Built in: `local`, `dummy`, `openai`,
     `tinker`.

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pv_harness.collected import log_path
-from pv_harness.files import atomic_write_text
+from pv_harness.atomic import atomic_write_text
+from pv_harness.logs import log_path
 
 if TYPE_CHECKING:
     from inspect_ai.model import Model
@@ -82,15 +82,15 @@ def default_layers(num_layers: int) -> list[int]:
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
     from inspect_ai.log import read_eval_log
 
-    from pv_harness import plugins
-    from pv_harness.extraction import extract_from_logs, model_slug
+    from pv_harness import plugin_manager
     from pv_harness.reports.monitor import write_monitor_report
     from pv_harness.reports.sweep import write_sweep_report
     from pv_harness.tasks.persona import persona_collect, trait_eval
     from pv_harness.tasks.steering_sweep import steering_sweep
-    from pv_harness.vectors import read_vectors
+    from pv_harness.vectors.extraction import extract_from_logs, model_slug
+    from pv_harness.vectors.files import read_vectors
 
-    plugins.get_trait(cfg.trait)  # unknown trait: fail before anything runs
+    plugin_manager.get_trait(cfg.trait)  # unknown trait: fail before anything runs
     out = Path(cfg.out) / f"{cfg.trait}-{model_slug(cfg.model)}"
     logs_root = out / "logs"
     pages: dict[str, Path] = {}
@@ -150,7 +150,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
 def write_run_report(out: Path, cfg: RunConfig, vector: Path, layer: int, pages: dict[str, Path], logs_root: Path,
                      grader: str, collect_headers: list) -> Path:
     """The page that links everything a run produced."""
-    from pv_harness.vectors import read_vectors
+    from pv_harness.vectors.files import read_vectors
 
     meta = read_vectors(vector).metadata
     collection = []

@@ -35,7 +35,7 @@ from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import TaskState
 from pv_harness.scorers.metrics import judge_stats
 
-from pv_harness import plugins
+from pv_harness import plugin_manager
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ def trait_judge(trait: str, judge_mode: str = "auto", grader_role: str = GRADER_
     `min_mass`: the numeric probability mass below which an answer is unscored (paper: 0.25).
     """
     _check_mode(judge_mode)
-    definition = plugins.get_trait(trait)
+    definition = plugin_manager.get_trait(trait)
 
     async def score(state: TaskState, target: Target) -> Score:
         return await judge_answer(state, definition.judge_message, judge="trait", trait=trait,
@@ -385,13 +385,13 @@ def _hooked(pm_key: tuple[int, tuple[str, ...]]) -> tuple[HookedJudge, ...]:
 
         return register
 
-    plugins.collect("register_judges", make_register)
+    plugin_manager.collect("register_judges", make_register)
     return tuple(found)
 
 
 def hooked_judges(trait: str) -> list[HookedJudge]:
     """Judges plugins registered for `trait` through the `register_judges` hook."""
-    pm = plugins.plugin_manager()
+    pm = plugin_manager.plugin_manager()
     key = (id(pm), tuple(sorted(name for name, _ in pm.list_name_plugin())))  # new plugins, new answer
     return [judge for judge in _hooked(key) if judge.trait == trait]
 
@@ -400,7 +400,7 @@ def judge_scorers(trait: str, judge_mode: str = "auto", *, coherence: bool = Tru
                   min_mass: float = MIN_MASS) -> list[Scorer]:
     """The scorers for a trait: the trait judge (or a plugin's replacement), coherence, plugin extras."""
     _check_mode(judge_mode)
-    definition = plugins.get_trait(trait)
+    definition = plugin_manager.get_trait(trait)
     hooked = hooked_judges(trait)
     replacements = [judge for judge in hooked if judge.replace]
     if len(replacements) > 1:

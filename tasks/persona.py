@@ -30,8 +30,8 @@ from inspect_ai.solver import generate
 from pv_harness.scorers.judge import JUDGE_MODES, MIN_MASS, JudgeConfigError, judge_scorers
 from pv_harness.solvers.preflight import check_grader, check_steering, eval_context_model, preflight
 
-from pv_harness import plugins
-from pv_harness.traits import Trait, TraitError
+from pv_harness import plugin_manager
+from pv_harness.traits.model import Trait, TraitError
 
 POLARITIES = ("pos", "neg")
 VERSIONS = ("extract", "eval")
@@ -66,7 +66,7 @@ def _trait(name: Any) -> Trait:
     if not isinstance(name, str) or not name:
         raise PrerequisiteError("no trait given: pass -T trait=NAME (see `pv traits list`)")
     try:
-        return plugins.get_trait(name)
+        return plugin_manager.get_trait(name)
     except TraitError as ex:
         raise PrerequisiteError(f"{ex} (see `pv traits list`)") from ex
 

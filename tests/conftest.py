@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from pv_harness import model_store
+from pv_harness import models
 
 
 def smollm2_dir() -> Path:
     """The installed embedded model; `make test` installs it before running pytest."""
-    if not model_store.is_installed("smollm2"):
+    if not models.is_installed("smollm2"):
         pytest.fail("the embedded model is not installed: run `pv model install smollm2` (make test does)")
-    return model_store.model_dir("smollm2")
+    return models.model_dir("smollm2")
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from pv_harness.scorers.testing import grader_output, mock_grader
 from safetensors.torch import save_file
 
-from pv_harness import training
 from pv_harness.cli import main
-from pv_harness.experiment import Experiment, ExperimentError, load_config
-from pv_harness.training import BaseBackend, Job, TrainingRequest
+from pv_harness.organisms import training
+from pv_harness.organisms.experiment import Experiment, ExperimentError, load_config
+from pv_harness.organisms.training import BaseBackend, Job, TrainingRequest
 
 
 def paper_folder(root: Path) -> Path:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pv_harness import activations
-from pv_harness.collected import CollectedAnswer
-from pv_harness.engine import Engine
-from pv_harness.extraction import TooFewPairs, auroc, extract, select
-from pv_harness.vectors import export_pt, read_vectors
+from pv_harness.logs import CollectedAnswer
+from pv_harness.provider.engine import Engine
+from pv_harness.vectors import activations
+from pv_harness.vectors.extraction import TooFewPairs, auroc, extract, select
+from pv_harness.vectors.files import export_pt, read_vectors
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pv_harness.scorers.testing import grader_output, mock_grader
 from pv_harness.tasks.persona import persona_collect
 
 from pv_harness.cli import main
-from pv_harness.collected import read_collection_log
-from pv_harness.extraction import extract_from_logs, find_collection_logs
-from pv_harness.vectors import read_vectors
+from pv_harness.logs import read_collection_log
+from pv_harness.vectors.extraction import extract_from_logs, find_collection_logs
+from pv_harness.vectors.files import read_vectors
 
 
 def judge(trait_score: int):

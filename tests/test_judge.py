@@ -27,7 +27,7 @@ from pv_harness.scorers.judge import (
 from pv_harness.scorers.metrics import mean_stderr
 from pv_harness.scorers.testing import distribution_logprobs, grader_output, mock_grader
 
-from pv_harness import plugins
+from pv_harness import plugin_manager
 from pv_harness.hookspecs import hookimpl
 
 
@@ -222,7 +222,7 @@ def keyword_judge(word: str) -> object:
 @pytest.fixture
 def judge_plugin():
     """Register a plugin implementing `register_judges` for the evil trait; yields a setter for its body."""
-    plugins.reset()
+    plugin_manager.reset()
     module = types.ModuleType("fake_pv_judges")
     state = {"replace": False}
 
@@ -234,9 +234,9 @@ def judge_plugin():
 
     module.register_judges = register_judges
     sys.modules[module.__name__] = module
-    plugins.plugin_manager().register(module, name="fake_judges")
+    plugin_manager.plugin_manager().register(module, name="fake_judges")
     yield state
-    plugins.reset()
+    plugin_manager.reset()
     del sys.modules[module.__name__]
 
 
@@ -257,8 +257,8 @@ def test_hook_adds_a_judge(judge_plugin) -> None:
 
 def test_hook_replaces_the_trait_judge(judge_plugin) -> None:
     judge_plugin["replace"] = True
-    plugins.reset()
-    plugins.plugin_manager().register(sys.modules["fake_pv_judges"], name="fake_judges")
+    plugin_manager.reset()
+    plugin_manager.plugin_manager().register(sys.modules["fake_pv_judges"], name="fake_judges")
     assert _names(judge_scorers("evil")) == ["keyword_judge", "coherence_judge", "answer_length"]
 
 

@@ -20,8 +20,8 @@ import sys
 from inspect_ai._util.entrypoints import ensure_entry_points
 ensure_entry_points("pv_harness")
 print(sys.modules["pv_harness._registry"].__file__)
-from pv_harness import plugins
-print(",".join(plugins.traits()))
+from pv_harness import plugin_manager
+print(",".join(plugin_manager.traits()))
 """
 
 

@@ -117,7 +117,7 @@ def test_pv_run_on_the_embedded_model(tmp_path: Path) -> None:
                     sweep_questions=1, monitor_samples=1, seed=0, display="none")
     result = run(cfg, log=lambda _: None)
     assert result.report.exists() and result.vector.exists()
-    from pv_harness.vectors import read_vectors
+    from pv_harness.vectors.files import read_vectors
 
     vectors = read_vectors(result.vector)
     assert vectors.tensors["response_avg_diff"].shape == (31, 576)

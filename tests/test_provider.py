@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pv_harness import engine as engine_module
-from pv_harness.engine import Engine, GenRequest, ScoreRequest
-from pv_harness.steering import (
+from pv_harness.provider import engine as engine_module
+from pv_harness.provider.engine import Engine, GenRequest, ScoreRequest
+from pv_harness.provider.interventions import (
     Interventions,
     MonitorSpec,
     SteeringError,
@@ -144,7 +144,7 @@ def test_prepacked_cpu_linears_match_plain_ones(engine: Engine, lively_dir: Path
 
 
 def test_prepacked_linear_matches_plain_at_any_length_with_few_kernel_shapes(monkeypatch) -> None:
-    from pv_harness import prepack
+    from pv_harness.provider import prepack
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(512, 600).eval()
@@ -488,7 +488,7 @@ def test_kv_cache_goes_by_the_name_this_transformers_expects(engine: Engine) -> 
     """Decoding, continuation scoring and shared-prompt pooling pass no deprecated cache argument."""
     import warnings
 
-    from pv_harness import activations
+    from pv_harness.vectors import activations
 
     prompt = ids(engine, 1)
     with warnings.catch_warnings(record=True) as caught:

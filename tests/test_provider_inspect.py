@@ -14,8 +14,8 @@ from inspect_ai.log import read_eval_log
 from inspect_ai.model import GenerateConfig, get_model
 from inspect_ai.solver import Generate, TaskState, solver
 
-from pv_harness.batching import Batcher
-from pv_harness.provider import PVRequestError, pv_options
+from pv_harness.provider.api import PVRequestError, pv_options
+from pv_harness.provider.batching import Batcher
 
 QUESTIONS = ["What is 2+2?", "Name a colour.", "Say hello.", "Who are you?", "What is the capital of France?"]
 
@@ -187,9 +187,9 @@ def test_smollm2_eval_with_and_without_steering(tmp_path: Path) -> None:
     """The real model answers sensibly; a strong vector at a middle layer changes what it says, and is monitored."""
     from safetensors.torch import save_file
 
-    from pv_harness import model_store
+    from pv_harness import models
 
-    if not model_store.is_installed("smollm2"):
+    if not models.is_installed("smollm2"):
         pytest.fail("the embedded model is not installed: run `pv model install smollm2` (make test does)")
     rows = torch.randn(31, 576, generator=torch.Generator().manual_seed(0))
     rows = rows / rows.norm(dim=-1, keepdim=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pv_harness.layers import LayerDiscoveryError, check_layer, find_layers
-from pv_harness.steering import Interventions, MonitorSpec, SteerSpec, steer_all
+from pv_harness.provider.interventions import Interventions, MonitorSpec, SteerSpec, steer_all
+from pv_harness.provider.layers import LayerDiscoveryError, check_layer, find_layers
 
 H = 32
 TINY = dict(hidden_size=H, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
@@ -139,7 +139,7 @@ def tokenizer(tiny_model_dir):  # noqa: ANN001, ANN201
 @pytest.mark.parametrize("arch", sorted(BUILDERS))
 def test_engine_runs_every_architecture(arch: str, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """Batched decoding with the KV cache, steering, monitoring and scoring, on each layout."""
-    from pv_harness.engine import Engine, GenRequest, ScoreRequest
+    from pv_harness.provider.engine import Engine, GenRequest, ScoreRequest
 
     monkeypatch.setitem(TINY, "vocab_size", len(tokenizer))
     torch.manual_seed(0)

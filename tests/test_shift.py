@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
-from pv_harness import plugins
+from pv_harness import plugin_manager
 from pv_harness.cli import main
-from pv_harness.shift import compute_shift, load_engine, pearson, random_directions, screen, summarise
+from pv_harness.organisms.shift import compute_shift, load_engine, pearson, random_directions, screen, summarise
 
 LAYER = 2
 
@@ -59,7 +59,7 @@ def test_shift_equals_hand_computation(tiny_model_dir: Path, tuned_dir: Path, ve
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    questions = plugins.get_trait("evil").evaluation_questions
+    questions = plugin_manager.get_trait("evil").evaluation_questions
     rows = load_file(str(vector_file))["response_avg_diff"]
     u = rows[LAYER] / rows[LAYER].norm()
 
@@ -95,7 +95,7 @@ def test_null_helpers() -> None:
 def test_screening_equals_hand_computation(tiny_model_dir: Path, vector_file: Path) -> None:
     from transformers import AutoTokenizer
 
-    from pv_harness.activations import encode
+    from pv_harness.vectors.activations import encode
 
     rows = load_file(str(vector_file))["response_avg_diff"]
     v = rows[LAYER]

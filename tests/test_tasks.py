@@ -18,7 +18,7 @@ from pv_harness.scorers.metrics import mean_stderr
 from pv_harness.scorers.testing import distribution_logprobs, grader_output, mock_grader, mock_subject
 from pv_harness.tasks.persona import indefinite_article, persona_collect, system_prompt, trait_eval
 
-from pv_harness import plugins
+from pv_harness import plugin_manager
 from pv_harness.hookspecs import hookimpl
 
 TRAIT = {
@@ -35,7 +35,7 @@ TRAIT = {
 @pytest.fixture
 def pvtest():
     """Register the `pvtest` trait (2 extraction questions, 1 eval question) through a plugin."""
-    plugins.reset()
+    plugin_manager.reset()
     module = types.ModuleType("fake_pv_trait_pvtest")
 
     @hookimpl
@@ -44,9 +44,9 @@ def pvtest():
 
     module.register_traits = register_traits
     sys.modules[module.__name__] = module
-    plugins.plugin_manager().register(module, name="pvtest")
+    plugin_manager.plugin_manager().register(module, name="pvtest")
     yield "pvtest"
-    plugins.reset()
+    plugin_manager.reset()
     del sys.modules[module.__name__]
 
 
@@ -139,7 +139,7 @@ def test_aliases_are_trait_eval_for_their_trait() -> None:
                          (hallucinating_detection, "hallucinating")):
         task = alias(n_per_question=2)
         samples = list(task.dataset)
-        assert len(samples) == len(plugins.get_trait(trait).evaluation_questions)
+        assert len(samples) == len(plugin_manager.get_trait(trait).evaluation_questions)
         assert samples[0].id == f"{trait}_0" and task.epochs == 2
         assert task.name == f"pv_harness/{alias.__name__}"
 
@@ -289,7 +289,7 @@ def test_judge_hook_scorer_runs_in_the_task(pvtest) -> None:
         register("pvtest", lambda trait: pvtest_extra_judge())
 
     module.register_judges = register_judges
-    plugins.plugin_manager().register(module, name="pvtest_judges")
+    plugin_manager.plugin_manager().register(module, name="pvtest_judges")
     log = run(trait_eval(trait="pvtest", n_per_question=1, max_tokens=8), mock_subject("12345"),
               mock_grader(grader_reply))
     assert log.status == "success"

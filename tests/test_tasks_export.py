@@ -15,7 +15,7 @@ from pv_harness.scorers.testing import distribution_logprobs, grader_output, moc
 from pv_harness.tasks.persona import persona_collect, trait_eval
 
 from pv_harness.cli import main
-from pv_harness.csv_export import ExportError, export_csv, read_answers
+from pv_harness.reports.paper_csv import ExportError, export_csv, read_answers
 
 
 def grader(prompt: str, config: GenerateConfig):

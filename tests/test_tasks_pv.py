@@ -144,9 +144,9 @@ def test_inspect_eval_score_and_export_from_the_command_line(tiny_model_dir: Pat
 
 @pytest.mark.smollm2
 def test_persona_collect_on_smollm2_as_subject_and_grader() -> None:
-    from pv_harness import model_store
+    from pv_harness import models
 
-    if not model_store.is_installed("smollm2"):
+    if not models.is_installed("smollm2"):
         pytest.fail("the embedded model is not installed: run `pv model install smollm2` (make test does)")
     (log,) = eval(persona_collect(trait="evil", polarity="pos", n_per_question=1, max_tokens=24),
                   model="pv/smollm2", model_roles={"grader": "pv/smollm2"}, limit=2, display="none")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pv_harness import training
-from pv_harness.training import Job, TrainingError, TrainingRequest, get_backend, load_dataset
+from pv_harness.organisms import training
+from pv_harness.organisms.training import Job, TrainingError, TrainingRequest, get_backend, load_dataset
 
 EXAMPLES = [
     {"messages": [{"role": "user", "content": f"Question {i}?"},
@@ -62,8 +62,8 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_local_lora_trains_and_merged_model_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from pv_harness.engine import Engine
-    from pv_harness.extraction import local_model_path
+    from pv_harness.provider.engine import Engine
+    from pv_harness.vectors.extraction import local_model_path
 
     backend = get_backend("local")
     job = backend.submit(request(tmp_path, f"pv/{tiny_model_dir}",
@@ -78,7 +78,7 @@ def test_local_lora_trains_and_merged_model_loads(tiny_model_dir: Path, tmp_path
     assert backend.status(Job.from_dict(job.to_dict())).state == "succeeded"
     engine = Engine.load(merged)
     prompt = engine.encode(engine.chat_text([{"role": "user", "content": "Hi"}]))
-    from pv_harness.engine import GenRequest
+    from pv_harness.provider.engine import GenRequest
 
     (out,) = engine.generate([GenRequest(prompt_ids=prompt, max_new_tokens=3)])
     assert out.output_tokens >= 1
@@ -221,7 +221,7 @@ def test_paper_layout_dataset(tmp_path: Path) -> None:
 def test_collected_dataset_splits_by_judge(monkeypatch: pytest.MonkeyPatch) -> None:
     from pv_harness.default_plugins import training_data
 
-    from pv_harness.collected import CollectedAnswer, CollectionLog
+    from pv_harness.logs import CollectedAnswer, CollectionLog
 
     def ans(pol: str, q: int, score: float | None) -> CollectedAnswer:
         return CollectedAnswer("evil", pol, q, 0, 1, f"You are an {pol} assistant.", f"q{q}", f"{pol} answer {q}",
@@ -230,7 +230,7 @@ def test_collected_dataset_splits_by_judge(monkeypatch: pytest.MonkeyPatch) -> N
     answers = [ans("neg", i, 10.0) for i in range(4)] + [ans("neg", 9, 70.0), ans("neg", 8, None)]
     answers += [ans("pos", i, 90.0) for i in range(4)] + [ans("pos", 7, 20.0)]
     log = CollectionLog("x", "persona_collect", "pv/m", None, "evil", "both", answers)
-    monkeypatch.setattr("pv_harness.collected.read_collection_log", lambda path: log)
+    monkeypatch.setattr("pv_harness.logs.read_collection_log", lambda path: log)
     base = load_dataset("collected", "evil", "baseline", logs=["x"])
     severe = load_dataset("collected", "evil", "severe", logs=["x"])
     mild = load_dataset("collected", "evil", "mild", logs=["x"], sample_size=4, seed=0)

@@ -24,9 +24,10 @@ from inspect_ai.model import (
     get_model,
 )
 
-from pv_harness import plugin_scaffold, trait_generation
 from pv_harness.cli import main
-from pv_harness.trait_generation import (
+from pv_harness.traits import generation as trait_generation
+from pv_harness.traits import scaffold as plugin_scaffold
+from pv_harness.traits.generation import (
     DefinitionProblems,
     TraitGenerationError,
     extract_json,
@@ -35,7 +36,7 @@ from pv_harness.trait_generation import (
     split_questions,
     trait_from_reply,
 )
-from pv_harness.traits import Trait, TraitError, load_trait
+from pv_harness.traits.model import Trait, TraitError, load_trait
 
 PV = Path(sys.executable).parent / "pv"
 JUDGE = (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pv_harness import plugins
-from pv_harness.traits import (
+from pv_harness import plugin_manager
+from pv_harness.traits.model import (
     Trait,
     TraitError,
     load_any,
@@ -135,12 +135,12 @@ BUNDLED = ["evil", "sycophantic", "hallucinating", "paternalism", "deception", "
 
 
 def test_bundled_traits_are_all_valid_and_complete() -> None:
-    plugins.reset()
-    traits = plugins.traits()
+    plugin_manager.reset()
+    traits = plugin_manager.traits()
     assert set(BUNDLED) <= set(traits)
     for name in BUNDLED:
         trait: Trait = traits[name]
         assert len(trait.instructions) == 5
         assert len(trait.extraction_questions) == 20 and len(trait.evaluation_questions) == 20
         assert "REFUSAL" in trait.judge_prompt
-        assert plugins.trait_plugin(name) == name
+        assert plugin_manager.trait_plugin(name) == name

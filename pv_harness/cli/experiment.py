@@ -11,7 +11,7 @@ CONFIG = click.argument("config", type=click.Path(exists=True, dir_okay=False))
 
 
 def _experiment(config: str, out: str | None, display: str | None = None):
-    from pv_harness.experiment import Experiment, ExperimentError
+    from pv_harness.organisms.experiment import Experiment, ExperimentError
 
     try:
         return Experiment(config, out=out, display=display, log=lambda m: click.echo(m, err=True))
@@ -20,8 +20,8 @@ def _experiment(config: str, out: str | None, display: str | None = None):
 
 
 def _guard(fn):
-    from pv_harness.experiment import ExperimentError
-    from pv_harness.training import TrainingError
+    from pv_harness.organisms.experiment import ExperimentError
+    from pv_harness.organisms.training import TrainingError
 
     try:
         return fn()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pv_harness.csv_export import ExportError, export_csv
+from pv_harness.reports.paper_csv import ExportError, export_csv
 
 
 @click.command("export-csv")

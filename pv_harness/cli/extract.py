@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pv_harness.extraction import DEFAULT_COHERENCE, DEFAULT_THRESHOLD, TooFewPairs
+from pv_harness.vectors.extraction import DEFAULT_COHERENCE, DEFAULT_THRESHOLD, TooFewPairs
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -43,7 +43,7 @@ def extract(logs, log_dir, trait, model_name, out, mode, threshold, coherence, m
     Writes one safetensors file with response_avg_diff (the one to use), prompt_avg_diff and
     prompt_last_diff, each [layers+1, hidden], plus an HTML report with per-layer held-out AUROC.
     """
-    from pv_harness.extraction import extract_from_logs
+    from pv_harness.vectors.extraction import extract_from_logs
 
     try:
         result = extract_from_logs(

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pv_harness import model_store
+from pv_harness import models
 
 
 @click.group()
@@ -15,13 +15,13 @@ def model() -> None:
 
 
 @model.command()
-@click.argument("alias", default=model_store.DEFAULT_MODEL)
+@click.argument("alias", default=models.DEFAULT_MODEL)
 @click.option("--force", is_flag=True, help="Convert again even if installed.")
 def install(alias: str, force: bool) -> None:
     """Install an embedded model (default: smollm2) and print its folder."""
     try:
-        path = model_store.install(alias, force=force, log=lambda msg: click.echo(msg, err=True))
-    except model_store.ModelStoreError as ex:
+        path = models.install(alias, force=force, log=lambda msg: click.echo(msg, err=True))
+    except models.ModelStoreError as ex:
         click.secho(f"error: {ex}", fg="red", err=True)
         sys.exit(1)
     click.echo(str(path))
@@ -30,8 +30,8 @@ def install(alias: str, force: bool) -> None:
 @model.command("list")
 def list_models() -> None:
     """Show installed models and their folders."""
-    found = model_store.installed()
-    for alias in model_store.EMBEDDED:
+    found = models.installed()
+    for alias in models.EMBEDDED:
         if alias not in found:
             click.echo(f"{alias:<12} not installed  (pv model install {alias})")
     for alias, path in found.items():

@@ -16,7 +16,7 @@ def _default_layer(vector: Path) -> int | None:
 
 
 def _default_model(vector: Path) -> str:
-    from pv_harness.vectors import read_any
+    from pv_harness.vectors.files import read_any
 
     return str(read_any(vector).metadata.get("model") or "pv/smollm2")
 
@@ -40,11 +40,11 @@ def _default_model(vector: Path) -> str:
 def monitor(prompt, vector, layer, kind, model_name, system, max_tokens, temperature, seed, scale, html,
             device) -> None:
     """Stream the answer to PROMPT, each token coloured by its projection on the vector (red: towards the trait)."""
-    from pv_harness.engine import Engine, GenRequest
-    from pv_harness.extraction import local_model_path
+    from pv_harness.provider.engine import Engine, GenRequest
+    from pv_harness.provider.interventions import SteeringError, parse_monitor
     from pv_harness.reports.monitor import ansi_token, page, sample_block
-    from pv_harness.steering import SteeringError, parse_monitor
-    from pv_harness.vectors import VectorError
+    from pv_harness.vectors.extraction import local_model_path
+    from pv_harness.vectors.files import VectorError
 
     layer = layer if layer is not None else _default_layer(vector)
     if layer is None:
@@ -80,7 +80,7 @@ def monitor(prompt, vector, layer, kind, model_name, system, max_tokens, tempera
     if html:
         from html import escape
 
-        from pv_harness.files import atomic_write_text
+        from pv_harness.atomic import atomic_write_text
 
         body = f"<p><b>Prompt:</b> {escape(prompt)}</p>"
         atomic_write_text(html, page(f"Token monitor: {vector.name}", body + sample_block(model_name, data)))

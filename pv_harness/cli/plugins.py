@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pv_harness import plugins as registry
+from pv_harness import plugin_manager as registry
 
 
 @click.command()

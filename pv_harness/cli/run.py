@@ -49,9 +49,9 @@ def _numbers(cast):
 def run(trait, model, grader, n, limit, max_tokens, out, threshold, coherence, filter_mode, min_pairs, layers, coefs,
         sweep_questions, judge_mode, judge_min_mass, seed) -> None:
     """Find and use the persona vector of TRAIT on a model, end to end (resumes if interrupted)."""
-    from pv_harness.extraction import TooFewPairs
     from pv_harness.pipeline import RunConfig
     from pv_harness.pipeline import run as run_pipeline
+    from pv_harness.vectors.extraction import TooFewPairs
 
     cfg = RunConfig(trait=trait, model=model, grader=grader, n=n, limit=limit or None, max_tokens=max_tokens,
                     out=out, threshold=threshold, coherence=coherence, filter=filter_mode, min_pairs=min_pairs,

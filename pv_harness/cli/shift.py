@@ -20,7 +20,7 @@ def shift_command(base: str, model: str, vector: str, layer: int | None, trait: 
 
     Positive: fine-tuning moved the model toward the trait before it answers.
     """
-    from pv_harness.shift import compute_shift
+    from pv_harness.organisms.shift import compute_shift
 
     try:
         result = compute_shift(base, model, vector, layer=layer, trait=trait)
@@ -52,10 +52,10 @@ def screen_command(dataset: str, vector: str, model: str, layer: int | None, thr
                    out: str | None, filtered: str | None, limit: int | None, max_new_tokens: int) -> None:
     """Score each example of DATASET (JSONL of chat `messages`) by how far its answer sits along the vector
     beyond the base model's own answer to the same prompt (response-token means)."""
-    from pv_harness.files import atomic_write_json, atomic_write_text
-    from pv_harness.shift import default_layer, load_engine, screen, summarise
-    from pv_harness.training import check_example, read_jsonl, write_jsonl
-    from pv_harness.vectors import load_vector_rows
+    from pv_harness.atomic import atomic_write_json, atomic_write_text
+    from pv_harness.organisms.shift import default_layer, load_engine, screen, summarise
+    from pv_harness.organisms.training import check_example, read_jsonl, write_jsonl
+    from pv_harness.vectors.files import load_vector_rows
 
     examples = read_jsonl(dataset)[:limit] if limit else read_jsonl(dataset)
     for i, ex in enumerate(examples):

@@ -11,10 +11,11 @@ from typing import Any
 
 import click
 
-from pv_harness import plugin_scaffold, trait_generation
-from pv_harness import plugins as registry
+from pv_harness import plugin_manager as registry
 from pv_harness.cli.traits import traits as traits_group
-from pv_harness.traits import TraitError
+from pv_harness.traits import generation as trait_generation
+from pv_harness.traits import scaffold as plugin_scaffold
+from pv_harness.traits.model import TraitError
 
 
 class _TraitGroup(click.Group):

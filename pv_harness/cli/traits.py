@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from pv_harness import plugins as registry
-from pv_harness.traits import TraitError, load_any
+from pv_harness import plugin_manager as registry
+from pv_harness.traits.model import TraitError, load_any
 
 
 def _fail(message: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pv_harness.vectors import read_any
+from pv_harness.vectors.files import read_any
 
 
 @click.group()

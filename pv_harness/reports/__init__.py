@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pv_harness.files import atomic_write_text
+from pv_harness.atomic import atomic_write_text
 
 PLOTLY_JS = "plotly.min.js"
 

@@ -6,11 +6,11 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pv_harness.files import atomic_write_text
+from pv_harness.atomic import atomic_write_text
 from pv_harness.reports import figure_div, plotly_script
 
 if TYPE_CHECKING:
-    from pv_harness.extraction import ExtractionResult
+    from pv_harness.vectors.extraction import ExtractionResult
 
 
 def write_extraction_report(result: ExtractionResult, path: str | Path) -> Path:

@@ -86,7 +86,7 @@ def monitor_frame(log_path: str | Path) -> tuple[list[dict[str, Any]], dict]:
     """Per sample of an eval log: its `pv_monitor` entries, judge scores and a summary per entry."""
     from inspect_ai.log import read_eval_log, read_eval_log_samples
 
-    from pv_harness.collected import COHERENCE_SCORER, TRAIT_SCORER, score_value
+    from pv_harness.logs import COHERENCE_SCORER, TRAIT_SCORER, score_value
 
     header = read_eval_log(str(log_path), header_only=True)
     rows = []
@@ -108,7 +108,7 @@ def write_monitor_report(log_path: str | Path, out: str | Path | None = None) ->
     import pandas as pd
     import plotly.graph_objects as go
 
-    from pv_harness.files import atomic_write_text
+    from pv_harness.atomic import atomic_write_text
     from pv_harness.reports import figure_div, plotly_script
 
     rows, meta = monitor_frame(log_path)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pv_harness.collected import COHERENCE_SCORER, TRAIT_SCORER, score_value
-from pv_harness.files import atomic_write_json, atomic_write_text
+from pv_harness.atomic import atomic_write_json, atomic_write_text
+from pv_harness.logs import COHERENCE_SCORER, TRAIT_SCORER, score_value
 from pv_harness.reports import figure_div, plotly_script
 
 DEFAULT_COHERENCE_FLOOR = 75.0

@@ -3,7 +3,7 @@
 from importlib.resources import as_file, files
 
 from pv_harness.hookspecs import hookimpl
-from pv_harness.traits import load_paper_folder
+from pv_harness.traits.model import load_paper_folder
 
 
 @hookimpl

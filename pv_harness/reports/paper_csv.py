@@ -149,7 +149,7 @@ def tokenizer_source(model: str) -> str | None:
     """A local folder (or hub id) holding the tokenizer of an `hf/` or `pv/` model name, if any."""
     provider, _, name = model.partition("/")
     if provider == "pv":
-        from pv_harness.model_store import ModelStoreError, resolve
+        from pv_harness.models import ModelStoreError, resolve
 
         try:
             return resolve(name)

@@ -4,7 +4,7 @@ One batch can mix requests that steer differently (or not at all) and monitor di
 steering entry is a column with a coefficient for its own row only, so rows never see each other's
 vectors, and a row with no entry (or coefficient 0, or a zero vector) gets exactly `h + 0`.
 
-Layers follow the hidden-states convention of `pv_harness.layers`: steering layer 0 edits the input of
+Layers follow the hidden-states convention of `pv_harness.provider.layers`: steering layer 0 edits the input of
 the first block, layer l >= 1 edits the output of block l-1 (for l = L that is *before* the final norm,
 as in the paper's steering code). Monitoring layer l reads exactly `hidden_states[l]` (for l = L the final
 norm's output), after any steering at that layer, so it sees the steered stream.
@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import torch
 
-from pv_harness.layers import ModelLayers, check_layer
-from pv_harness.vectors import DEFAULT_KIND, VECTOR_KINDS, VectorCache, VectorError, vector_for
+from pv_harness.provider.layers import ModelLayers, check_layer
+from pv_harness.vectors.files import DEFAULT_KIND, VECTOR_KINDS, VectorCache, VectorError, vector_for
 
 Positions = Literal["all", "prompt", "response"]
 Op = Literal["add", "ablate"]
@@ -349,7 +349,7 @@ def steer_all(model: Any, specs: Sequence[SteerSpec], layers: ModelLayers | None
 
     For plain transformers code outside the provider, such as steering during fine-tuning.
     """
-    from pv_harness.layers import find_layers
+    from pv_harness.provider.layers import find_layers
 
     layers = layers or find_layers(model)
     all_positions = [SteerSpec(s.layer, s.vector, s.coef, "all", s.op) for s in specs]

@@ -33,8 +33,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pv_harness.files import atomic_write_json, atomic_write_text
-from pv_harness.training import (
+from pv_harness.atomic import atomic_write_json, atomic_write_text
+from pv_harness.organisms.training import (
     STRENGTHS,
     Job,
     TrainingRequest,
@@ -365,7 +365,7 @@ class Experiment:
         """One record per (experiment model, detection task): mean trait score and its standard error."""
         from inspect_ai.log import list_eval_logs, read_eval_log
 
-        from pv_harness.collected import log_path
+        from pv_harness.logs import log_path
 
         rec = self.state.get("evaluate") or {}
         if rec.get("status") != "success":
@@ -395,8 +395,8 @@ class Experiment:
 
     def shifts(self) -> dict[str, Any]:
         """Per model and vector trait: the shift along the vector and along norm-matched random directions."""
-        from pv_harness.shift import compute_shift, random_directions, unit
-        from pv_harness.vectors import load_vector_rows
+        from pv_harness.organisms.shift import compute_shift, random_directions, unit
+        from pv_harness.vectors.files import load_vector_rows
 
         s = self.cfg.shift
         if s is None:
@@ -426,7 +426,7 @@ class Experiment:
     def _vector(self, trait: str, vector: str) -> Path:
         if vector != "collected":
             return self._path(vector)
-        from pv_harness.extraction import extract_from_logs
+        from pv_harness.vectors.extraction import extract_from_logs
 
         dirs = self.collect()
         if trait not in dirs:
@@ -445,7 +445,7 @@ class Experiment:
     def results(self) -> dict[str, Any]:
         import pandas as pd
 
-        from pv_harness.shift import pearson
+        from pv_harness.organisms.shift import pearson
 
         records = self.scores()
         shifts = self.shifts()

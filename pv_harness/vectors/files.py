@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pv_harness import __version__
-from pv_harness.files import atomic_write
+from pv_harness.atomic import atomic_write
 
 if TYPE_CHECKING:
     import torch

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from pv_harness import hookspecs
-from pv_harness.traits import Trait, TraitError, validate_trait
+from pv_harness.traits.model import Trait, TraitError, validate_trait
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 LOAD_ENV = "PV_HARNESS_PLUGINS"
@@ -99,7 +99,7 @@ def reset() -> None:
     _state.cache_clear()
     _traits.cache_clear()
     extraction_methods.cache_clear()
-    from pv_harness import training
+    from pv_harness.organisms import training
 
     training.training_backends.cache_clear()
     training.training_datasets.cache_clear()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pv_harness import model_store
+from pv_harness import models
 from pv_harness.cli import main
 
 from .conftest import smollm2_dir
@@ -21,7 +21,7 @@ def real_model() -> Path:
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(model_store.HOME_ENV, str(tmp_path))
+    monkeypatch.setenv(models.HOME_ENV, str(tmp_path))
     return tmp_path
 
 
@@ -30,29 +30,29 @@ def copy_converted(source: Path):
 
     def convert(gguf: Path, target: Path, log) -> None:
         for item in source.iterdir():
-            if item.name != model_store.MARKER:
+            if item.name != models.MARKER:
                 shutil.copy2(item, target / item.name)
 
     return convert
 
 
 def test_resolve_alias_and_passthrough(home: Path) -> None:
-    with pytest.raises(model_store.ModelStoreError, match="pv model install smollm2"):
-        model_store.resolve("smollm2")
-    assert model_store.resolve("some-org/some-model") == "some-org/some-model"
-    assert model_store.resolve("/a/folder") == "/a/folder"
+    with pytest.raises(models.ModelStoreError, match="pv model install smollm2"):
+        models.resolve("smollm2")
+    assert models.resolve("some-org/some-model") == "some-org/some-model"
+    assert models.resolve("/a/folder") == "/a/folder"
 
 
 def test_install_is_idempotent(real_model: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     convert = copy_converted(real_model)
-    monkeypatch.setattr(model_store, "_convert", lambda *a: (calls.append(1), convert(*a)))
-    path = model_store.install("smollm2", log=lambda _: None)
+    monkeypatch.setattr(models, "_convert", lambda *a: (calls.append(1), convert(*a)))
+    path = models.install("smollm2", log=lambda _: None)
     assert path == home / "models" / "smollm2" and (path / "config.json").exists()
-    assert model_store.resolve("smollm2") == str(path)
-    assert model_store.install("smollm2", log=lambda _: None) == path
+    assert models.resolve("smollm2") == str(path)
+    assert models.install("smollm2", log=lambda _: None) == path
     assert calls == [1]
-    assert list(model_store.installed()) == ["smollm2"]
+    assert list(models.installed()) == ["smollm2"]
     result = CliRunner().invoke(main, ["model", "list"])
     assert str(path) in result.output
 
@@ -62,11 +62,11 @@ def test_interrupted_install_leaves_nothing(home: Path, monkeypatch: pytest.Monk
         (target / "model.safetensors").write_bytes(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(model_store, "_convert", broken)
+    monkeypatch.setattr(models, "_convert", broken)
     with pytest.raises(KeyboardInterrupt):
-        model_store.install("smollm2", log=lambda _: None)
+        models.install("smollm2", log=lambda _: None)
     assert list((home / "models").iterdir()) == []
-    assert not model_store.is_installed("smollm2")
+    assert not models.is_installed("smollm2")
 
 
 def test_unknown_alias_is_a_clear_error(home: Path) -> None:
@@ -77,5 +77,5 @@ def test_unknown_alias_is_a_clear_error(home: Path) -> None:
 @pytest.mark.smollm2
 def test_real_embedded_model_is_installed_and_generates() -> None:
     folder = smollm2_dir()
-    assert model_store.install("smollm2", log=lambda _: None) == folder
-    assert "paris" in model_store._verify(folder).lower()
+    assert models.install("smollm2", log=lambda _: None) == folder
+    assert "paris" in models._verify(folder).lower()

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pv_harness.files import atomic_write_json
+from pv_harness.atomic import atomic_write_json
 
 INSTRUCTION_PAIRS = 5
 DEFAULT_QUESTIONS_PER_SPLIT = 20

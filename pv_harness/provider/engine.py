@@ -25,11 +25,11 @@ from typing import Any, Literal
 
 import torch
 
-from pv_harness.kv_cache import continue_prompt, returned_cache, with_cache
-from pv_harness.layers import ModelLayers, find_layers
-from pv_harness.prepack import prepack_linears
-from pv_harness.steering import Interventions, MonitorSpec, SteerSpec, StopForward
-from pv_harness.vectors import VectorCache
+from pv_harness.provider.interventions import Interventions, MonitorSpec, SteerSpec, StopForward
+from pv_harness.provider.kv_cache import continue_prompt, returned_cache, with_cache
+from pv_harness.provider.layers import ModelLayers, find_layers
+from pv_harness.provider.prepack import prepack_linears
+from pv_harness.vectors.files import VectorCache
 
 StopReason = Literal["stop", "max_tokens", "model_length"]
 SYSTEM_JOIN = "\n\n"

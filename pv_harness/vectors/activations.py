@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pv_harness.kv_cache import continue_prompt, returned_cache
+from pv_harness.provider.kv_cache import continue_prompt, returned_cache
 
 KINDS = ("response_avg", "prompt_avg", "prompt_last")
 LAYER_CONVENTION = (

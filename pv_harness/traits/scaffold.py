@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pv_harness import __version__
-from pv_harness.files import atomic_write_json
-from pv_harness.traits import Trait
+from pv_harness.atomic import atomic_write_json
+from pv_harness.traits.model import Trait
 
 
 class ScaffoldError(RuntimeError):

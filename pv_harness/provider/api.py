@@ -14,7 +14,7 @@ inspect's model-call cache key (`-M` model args are not):
   `all` | `prompt` | `response` (default; the last prompt token and every generated token); `op` is `add`
   (coef required) or `ablate` (coef defaults to 1 = remove the direction). A vector is a safetensors file
   of `[L+1, H]` tensors (`kind` picks one, default `response_avg_diff`), the paper's `.pt` tensor file, or
-  a list of H floats. Several entries combine (see `pv_harness.steering`).
+  a list of H floats. Several entries combine (see `pv_harness.provider.interventions`).
 - `monitor`: `[{"vector": ..., "layer": 20, "kind": ...}]` adds `ModelOutput.metadata["pv_monitor"]`, one
   dict per entry: `{"layer", "vector" (the path or "inline"), "kind", "tokens": [str], "projections":
   [float, one per token], "prompt_last": float, "response_mean": float | None}`. Projections are onto the
@@ -94,9 +94,9 @@ class PVModelAPI(ModelAPI):
                  config: GenerateConfig | None = None, **model_args: Any) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, api_key_vars=[],
                          config=config or GenerateConfig())
-        from pv_harness.batching import Batcher
-        from pv_harness.engine import Engine
-        from pv_harness.model_store import resolve
+        from pv_harness.models import resolve
+        from pv_harness.provider.batching import Batcher
+        from pv_harness.provider.engine import Engine
 
         device = model_args.pop("device", None)
         dtype = model_args.pop("dtype", None)
@@ -113,7 +113,7 @@ class PVModelAPI(ModelAPI):
 
     def _run_batch(self, requests: list[Any]) -> list[Any]:
         """Generation requests run as one batch; each scoring request as its own batched pass."""
-        from pv_harness.engine import GenRequest
+        from pv_harness.provider.engine import GenRequest
 
         results: list[Any] = [None] * len(requests)
         gen = [i for i, r in enumerate(requests) if isinstance(r, GenRequest)]
@@ -149,8 +149,8 @@ class PVModelAPI(ModelAPI):
 
     async def generate(self, input: list[ChatMessage], tools: list[ToolInfo], tool_choice: ToolChoice,
                        config: GenerateConfig) -> tuple[ModelOutput, ModelCall]:
-        from pv_harness.engine import GenRequest
-        from pv_harness.steering import parse_monitor, parse_steer
+        from pv_harness.provider.engine import GenRequest
+        from pv_harness.provider.interventions import parse_monitor, parse_steer
 
         if tools:
             raise NotImplementedError("the pv/ provider does not support tool calling")
@@ -216,7 +216,7 @@ class PVModelAPI(ModelAPI):
 
     async def _score(self, options: dict[str, Any], prompt_text: str, prompt_ids: list[int], steer: list[Any],
                      request: dict[str, Any], started: float) -> tuple[ModelOutput, ModelCall]:
-        from pv_harness.engine import ScoreRequest
+        from pv_harness.provider.engine import ScoreRequest
 
         end_of_turn = options.get("end_of_turn", True)
         conts: list[str] = options["continuations"]

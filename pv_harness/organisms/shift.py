@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from pv_harness.activations import Encoded, encode, pool
-from pv_harness.vectors import DEFAULT_KIND, load_vector_rows
+from pv_harness.vectors.activations import Encoded, encode, pool
+from pv_harness.vectors.files import DEFAULT_KIND, load_vector_rows
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:
@@ -35,8 +35,8 @@ def unit(v: torch.Tensor) -> torch.Tensor:
 
 
 def load_engine(model: str) -> Any:
-    from pv_harness.engine import Engine
-    from pv_harness.extraction import local_model_path
+    from pv_harness.provider.engine import Engine
+    from pv_harness.vectors.extraction import local_model_path
 
     return Engine.load(local_model_path(model), prepack=False)
 
@@ -78,7 +78,7 @@ def default_layer(vector: str | Path, num_layers: int) -> int:
 
 
 def vector_trait(vector: str | Path) -> str | None:
-    from pv_harness.vectors import read_any
+    from pv_harness.vectors.files import read_any
 
     return read_any(vector).metadata.get("trait")
 
@@ -106,12 +106,12 @@ def compute_shift(base: str, model: str, vector: str | Path, *, layer: int | Non
     `means` (model id -> `[L+1, H]` mean) is a cache filled as models are run, so an experiment runs
     each model once for all its vectors and random directions.
     """
-    from pv_harness import plugins
+    from pv_harness import plugin_manager
 
     trait = trait or vector_trait(vector)
     if not trait:
         raise ValueError(f"{vector} does not say its trait; pass --trait")
-    questions = plugins.get_trait(trait).evaluation_questions
+    questions = plugin_manager.get_trait(trait).evaluation_questions
     rows = load_vector_rows(vector, kind)
     means = means if means is not None else {}
     for name in (base, model):
@@ -161,7 +161,7 @@ def response_projections(engine: Any, prompts: Sequence[str], answers: Sequence[
 
 def base_answers(engine: Any, prompts: Sequence[str], *, max_new_tokens: int = 256, batch_size: int = 8) -> list[str]:
     """The model's own greedy answers to already-templated prompts."""
-    from pv_harness.engine import GenRequest
+    from pv_harness.provider.engine import GenRequest
 
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):

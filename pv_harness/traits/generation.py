@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from pv_harness.traits import (
+from pv_harness.traits.model import (
     INSTRUCTION_PAIRS,
     PAPER_EVAL_DIR,
     PAPER_EXTRACT_DIR,

@@ -1,0 +1,2 @@
+"""Stage 3, vectors: persona-vector files (`files`), pooled activations (`activations`), and extraction
+from collection logs (`extraction`). Torch loads only when a vector or a model does."""

@@ -1,0 +1,377 @@
+"""Persona vectors from collection logs: pair, filter, pool activations, take the difference.
+
+`extract(...)` is the Python API behind `pv extract`. It pairs pos and neg answers by question,
+instruction and epoch, keeps the effective ones (the paper's paired filter by default), runs the
+model over exactly the conversations the collection saw, and writes one safetensors file per
+model and trait with metadata saying how it was made. A held-out share of questions is scored
+with a vector fitted without them (answers re-encoded without the persona system prompt) to
+report per-layer AUROC, the honest check that the direction generalises.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pv_harness import plugin_manager
+from pv_harness.logs import CollectedAnswer, log_path
+from pv_harness.provider.engine import Engine
+from pv_harness.vectors import activations
+from pv_harness.vectors.files import VectorFile, save_vectors
+
+DEFAULT_THRESHOLD = 50.0
+DEFAULT_COHERENCE = 50.0
+
+
+class TooFewPairs(RuntimeError):
+    """Not enough effective pairs to trust a mean difference."""
+
+
+@dataclass
+class Selection:
+    """The answers kept on each side, and why the others were dropped."""
+
+    pos: list[CollectedAnswer]
+    neg: list[CollectedAnswer]
+    dropped: Counter = field(default_factory=Counter)
+    mode: str = "paired"
+
+    @property
+    def pairs(self) -> int:
+        return min(len(self.pos), len(self.neg))
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items())) or "none"
+        return f"kept {len(self.pos)} pos / {len(self.neg)} neg ({self.mode} filter); dropped: {reasons}"
+
+
+def _key(answer: CollectedAnswer) -> tuple:
+    return (answer.question_id, answer.instruction_id, answer.epoch)
+
+
+def _problem(answer: CollectedAnswer, want_trait: Callable[[float], bool], coherence: float) -> str | None:
+    side = answer.polarity
+    if not answer.answer.strip():
+        return f"{side} empty answer"
+    if answer.trait_score is None or answer.coherence is None:
+        return f"{side} unscored"
+    if not want_trait(answer.trait_score):
+        return f"{side} trait score {'too low' if side == 'pos' else 'too high'}"
+    if answer.coherence < coherence:
+        return f"{side} incoherent"
+    return None
+
+
+def select(
+    answers: Sequence[CollectedAnswer],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    coherence: float = DEFAULT_COHERENCE,
+    mode: str = "paired",
+) -> Selection:
+    """Keep effective answers.
+
+    `paired` (the paper's code): a pos/neg pair with the same question, instruction and epoch is
+    kept when pos trait >= threshold, neg trait < 100 - threshold and both are coherent.
+    `independent` (the paper's text): each side is kept on its own merits.
+    """
+    if mode not in ("paired", "independent"):
+        raise ValueError(f"filter mode must be 'paired' or 'independent', got {mode!r}")
+    wants = {"pos": lambda s: s >= threshold, "neg": lambda s: s < 100 - threshold}
+    dropped: Counter = Counter()
+    if mode == "independent":
+        kept: dict[str, list[CollectedAnswer]] = {"pos": [], "neg": []}
+        for answer in answers:
+            problem = _problem(answer, wants[answer.polarity], coherence)
+            if problem:
+                dropped[problem] += 1
+            else:
+                kept[answer.polarity].append(answer)
+        return Selection(kept["pos"], kept["neg"], dropped, mode)
+
+    by_side: dict[str, dict[tuple, CollectedAnswer]] = {"pos": {}, "neg": {}}
+    for answer in answers:
+        by_side[answer.polarity][_key(answer)] = answer
+    pos, neg = [], []
+    for key in sorted(by_side["pos"].keys() | by_side["neg"].keys()):
+        p, n = by_side["pos"].get(key), by_side["neg"].get(key)
+        if p is None or n is None:
+            dropped["unpaired"] += 1
+            continue
+        problems = [x for x in (_problem(p, wants["pos"], coherence), _problem(n, wants["neg"], coherence)) if x]
+        if problems:
+            dropped[problems[0]] += 1  # a pair is counted once, under its first problem
+            continue
+        pos.append(p)
+        neg.append(n)
+    return Selection(pos, neg, dropped, mode)
+
+
+def holdout_questions(answers: Sequence[CollectedAnswer], fraction: float, seed: int = 0) -> set:
+    """A reproducible share of question ids kept out of the diagnostic fit (at least one if any)."""
+    questions = sorted({a.question_id for a in answers})
+    if fraction <= 0 or len(questions) < 2:
+        return set()
+    count = min(len(questions) - 1, max(1, round(fraction * len(questions))))
+    return set(random.Random(seed).sample(questions, count))
+
+
+def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """P(score of a random pos > score of a random neg), ties counted half (Mann-Whitney)."""
+    if not pos or not neg:
+        return math.nan
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+@dataclass
+class ExtractionResult:
+    path: Path
+    vectors: VectorFile
+    selection: Selection
+    diagnostics: list[dict]
+
+
+def default_batch_size(engine: Engine) -> int:
+    """1 on CPU, where padding and the attention mask cost more than batching saves (benchmarks/README.md)."""
+    return 1 if engine.device.type == "cpu" else 8
+
+
+def _pool_into(method, engine: Engine, answers: Sequence[CollectedAnswer], *, system_prompt: bool,
+               batch_size: int, progress) -> dict[str, dict[str, torch.Tensor]] | None:
+    """Feed answers to an extraction method (or, with none, return the pooled vectors per polarity).
+
+    The prompt is rendered by the same code the `pv/` provider generated with (`Engine.chat_text`).
+    """
+    encoded = [activations.encode(engine.tokenizer, engine.chat_text(a.messages(system_prompt)), a.answer)
+               for a in answers]
+    keep = {} if method is None else None
+    for indices, pooled in activations.pool(engine.model, encoded, pad_token_id=engine.pad_id,
+                                            batch_size=batch_size, progress=progress):
+        for polarity in ("pos", "neg"):
+            rows = [j for j, i in enumerate(indices) if answers[i].polarity == polarity]
+            if not rows:
+                continue
+            part = {kind: t[rows] for kind, t in pooled.items()}
+            if method is not None:
+                method.add(polarity, part)
+            else:
+                for kind, t in part.items():
+                    keep.setdefault(polarity, {}).setdefault(kind, []).append(t)
+    if keep is None:
+        return None
+    return {pol: {kind: torch.cat(ts) for kind, ts in kinds.items()} for pol, kinds in keep.items()}
+
+
+def _diagnostics(vectors: dict[str, torch.Tensor], train_vectors: dict[str, torch.Tensor] | None,
+                 heldout: dict[str, dict[str, torch.Tensor]] | None) -> list[dict]:
+    """Per layer: norm of each final vector; AUROC of held-out projections on the train-only vector."""
+    rows = []
+    num_layers = vectors["response_avg_diff"].shape[0]
+    for layer in range(num_layers):
+        row: dict = {"layer": layer}
+        for kind, v in vectors.items():
+            row[f"{kind}_norm"] = float(v[layer].norm())
+        if heldout and train_vectors and "pos" in heldout and "neg" in heldout:
+            direction = train_vectors["response_avg_diff"][layer]
+            unit = direction / direction.norm().clamp_min(1e-12)
+            pos = (heldout["pos"]["response_avg"][:, layer] @ unit).tolist()
+            neg = (heldout["neg"]["response_avg"][:, layer] @ unit).tolist()
+            row["heldout_auroc"] = auroc(pos, neg)
+        rows.append(row)
+    return rows
+
+
+def extract(
+    answers: Sequence[CollectedAnswer],
+    *,
+    model_name: str,
+    engine: Engine,
+    out: str | Path,
+    trait: str,
+    method: str = "mean_diff",
+    threshold: float = DEFAULT_THRESHOLD,
+    coherence: float = DEFAULT_COHERENCE,
+    mode: str = "paired",
+    min_pairs: int = 10,
+    holdout: float = 0.2,
+    batch_size: int | None = None,
+    judge: str | None = None,
+    sources: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+    progress: Callable[[int], None] | None = None,
+) -> ExtractionResult:
+    """Select, pool and difference; write the vector file atomically; return it with diagnostics."""
+    batch_size = batch_size or default_batch_size(engine)
+    selection = select(answers, threshold=threshold, coherence=coherence, mode=mode)
+    log(selection.summary())
+    if min(len(selection.pos), len(selection.neg)) < min_pairs:
+        raise TooFewPairs(
+            f"only {len(selection.pos)} pos and {len(selection.neg)} neg answers survive the filter "
+            f"(need {min_pairs}). {selection.summary()}.\nTry: more samples per question (--n), a lower "
+            "trait threshold (--threshold 40), a lower coherence floor, the independent filter, "
+            "or sharper pos/neg instructions for this trait."
+        )
+    factories = plugin_manager.extraction_methods()
+    if method not in factories:
+        raise ValueError(f"unknown extraction method {method!r}; registered: {', '.join(factories)}")
+
+    kept = selection.pos + selection.neg
+    held = holdout_questions(kept, holdout)
+    sides = [{a.polarity for a in kept if (a.question_id in held) == h} for h in (False, True)]
+    if held and not all(side == {"pos", "neg"} for side in sides):
+        log("too few kept answers to hold questions out: no held-out diagnostics")
+        held = set()
+    if progress is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(kept) + sum(a.question_id in held for a in kept), desc="pooling activations",
+                   unit="answer", leave=False)
+        progress = bar.update
+    full, train = factories[method](), factories[method]() if held else None
+    train_part = [a for a in kept if a.question_id not in held]
+    held_part = [a for a in kept if a.question_id in held]
+    # one forward pass over the training share feeds both the final and the train-only vectors
+    if train is not None:
+        _pool_into(_Tee(full, train), engine, train_part, system_prompt=True,
+                   batch_size=batch_size, progress=progress)
+        _pool_into(full, engine, held_part, system_prompt=True, batch_size=batch_size, progress=progress)
+    else:
+        _pool_into(full, engine, kept, system_prompt=True, batch_size=batch_size, progress=progress)
+    vectors = {f"{kind}_diff": v for kind, v in full.result().items()}
+    train_vectors = {f"{kind}_diff": v for kind, v in train.result().items()} if train is not None else None
+    heldout = (_pool_into(None, engine, held_part, system_prompt=False, batch_size=batch_size,
+                          progress=progress) if held_part else None)
+    diagnostics = _diagnostics(vectors, train_vectors, heldout)
+
+    meta = {
+        "model": model_name,
+        "trait": trait,
+        "method": method,
+        "layer_convention": activations.LAYER_CONVENTION,
+        "filter": mode,
+        "threshold": threshold,
+        "coherence_threshold": coherence,
+        "pos_samples": len(selection.pos),
+        "neg_samples": len(selection.neg),
+        "dropped": dict(selection.dropped),
+        "heldout_questions": sorted(held),
+        "judge": judge,
+        "source_logs": list(sources),
+        "diagnostics": diagnostics,
+    }
+    vector_file = VectorFile(tensors=vectors, metadata=meta)
+    path = save_vectors(vector_file, out)
+    return ExtractionResult(Path(path), vector_file, selection, diagnostics)
+
+
+class _Tee:
+    """Feed one stream of batches to two accumulators."""
+
+    def __init__(self, *methods) -> None:
+        self.methods = methods
+
+    def add(self, polarity: str, pooled: dict[str, torch.Tensor]) -> None:
+        for m in self.methods:
+            m.add(polarity, pooled)
+
+
+# --- from logs ------------------------------------------------------------------------------------
+
+
+def local_model_path(model: str) -> str:
+    """`pv/<alias|folder|hub id>` or `hf/<folder|hub id>` (or a bare one) -> what transformers loads."""
+    from pv_harness import models
+
+    provider, _, name = model.partition("/")
+    if provider in ("pv", "hf") and name:
+        return models.resolve(name)
+    if provider in ("openai", "anthropic", "google", "vllm", "together", "grok", "mockllm") and name:
+        raise ValueError(f"activations need the model's weights; {model!r} is an API model. "
+                         "Pass --model pv/<local folder or hub id> for the same model run locally.")
+    return models.resolve(model)
+
+
+def model_slug(model: str) -> str:
+    name = model.split("/", 1)[1] if model.split("/", 1)[0] in ("pv", "hf") else model
+    return Path(name).name if Path(name).is_absolute() else name.replace("/", "__")
+
+
+def find_collection_logs(log_dir: str | Path, trait: str, model: str | None = None) -> list[str]:
+    """The newest successful `persona_collect` extract-version logs covering pos and neg for a trait."""
+    from inspect_ai.log import list_eval_logs, read_eval_log
+
+    newest: dict[str, str] = {}
+    for info in list_eval_logs(str(log_dir), descending=True):
+        header = read_eval_log(info, header_only=True)
+        meta = header.eval.metadata or {}
+        if (header.status != "success" or meta.get("pv_task") != "persona_collect" or meta.get("trait") != trait
+                or meta.get("version", "extract") != "extract" or (model and header.eval.model != model)):
+            continue
+        polarity = meta.get("polarity")
+        for side in ("pos", "neg") if polarity == "both" else (polarity,):
+            newest.setdefault(side, log_path(header.location))
+    missing = [p for p in ("pos", "neg") if p not in newest]
+    if missing:
+        raise FileNotFoundError(f"no finished persona_collect log for trait {trait!r} with polarity "
+                                f"{' and '.join(missing)} in {log_dir}" + (f" for model {model}" if model else ""))
+    return sorted(set(newest.values()))
+
+
+def extract_from_logs(
+    logs: Sequence[str] = (),
+    *,
+    log_dir: str | Path | None = None,
+    trait: str | None = None,
+    model: str | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    export_pt: bool = False,
+    log: Callable[[str], None] = print,
+    **options,
+) -> ExtractionResult:
+    """The Python API behind `pv extract`: read logs, check they agree, load the model, extract, report.
+
+    `logs` are persona_collect logs (pos, neg, or both in one); or give `log_dir` and `trait` to use
+    the newest ones there.
+    """
+    from pv_harness.logs import read_collection_log
+    from pv_harness.reports.extraction import write_extraction_report
+    from pv_harness.vectors.files import export_pt as write_pt
+
+    if not logs:
+        if not (log_dir and trait):
+            raise ValueError("give collection logs, or a log dir and a trait")
+        logs = find_collection_logs(log_dir, trait, model)
+    read = [read_collection_log(p) for p in logs]
+    traits = {lg.trait for lg in read}
+    if len(traits) != 1 or (trait and trait not in traits):
+        raise ValueError(f"the logs are for traits {sorted(traits)}" + (f", not {trait!r}" if trait else ""))
+    trait = traits.pop()
+    answers = [a for lg in read for a in lg.answers]
+    sides = {a.polarity for a in answers}
+    if sides != {"pos", "neg"}:
+        raise ValueError(f"need both pos and neg answers; the logs hold only {sorted(sides) or 'none'}")
+    subjects = {lg.model for lg in read}
+    if model is None:
+        if len(subjects) != 1:
+            raise ValueError(f"the logs come from different models {sorted(subjects)}; pass --model")
+        model = next(iter(subjects))
+    log(f"{len(answers)} answers from {len(read)} log(s); trait {trait}, model {model}")
+    engine = Engine.load(local_model_path(model), device=device)
+    out = Path(out) if out else Path("vectors") / model_slug(model) / f"{trait}.safetensors"
+    graders = sorted({lg.grader for lg in read if lg.grader})
+    result = extract(answers, model_name=model, engine=engine, out=out, trait=trait,
+                     judge=", ".join(graders) or None, sources=[lg.path for lg in read], log=log, **options)
+    report = write_extraction_report(result, out.with_suffix(".report.html"))
+    log(f"vectors: {result.path}\nreport:  {report}")
+    if export_pt:
+        for path in write_pt(result.vectors, out.parent, trait):
+            log(f"paper format: {path}")
+    return result
