@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export INSPECT_LOG_DIR ?= logs
 
-.PHONY: install model demo experiment-demo test lint clean
+.PHONY: install model demo experiment-demo test lint typecheck clean
 
 # torch first: the CPU build of 2.13.0 lies on the machine; any other spec pulls CUDA packages.
 $(STAMP): pyproject.toml
@@ -27,7 +27,10 @@ model: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint model
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint typecheck model
 	$(VENV)/bin/pytest
 
 demo: model

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call `write(temporary_path)`, then rename the result over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -69,7 +70,7 @@ def screen_command(dataset: str, vector: str, model: str, layer: int | None, thr
     stem = Path(dataset).with_suffix("")
     out_path = Path(out) if out else Path(f"{stem}.screen.jsonl")
     atomic_write_text(out_path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scores))
-    summary = summarise(scores)
+    summary: dict[str, Any] = dict(summarise(scores))
     summary.update({"model": model, "vector": str(vector), "layer": layer, "dataset": str(dataset)})
     if threshold is not None:
         kept = [ex for ex, s in zip(examples, scores, strict=True)

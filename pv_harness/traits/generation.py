@@ -385,8 +385,8 @@ def generation_config(model: Model, *, thinking_tokens: int | None = DEFAULT_THI
 
     api = model.api
     answer = max_tokens or ANSWER_TOKENS
-    anthropic_like = callable(getattr(api, "is_thinking_model", None))
-    if not thinking_tokens or not anthropic_like or not api.is_thinking_model():
+    is_thinking_model = getattr(api, "is_thinking_model", None)  # Anthropic's provider has it
+    if not thinking_tokens or not callable(is_thinking_model) or not is_thinking_model():
         return GenerateConfig(max_tokens=answer)
     newer = getattr(api, "is_claude_4_7_or_later", None)
     if callable(newer) and newer():
@@ -480,13 +480,13 @@ def load_definition(paths: Sequence[str | Path], *, name: str | None = None,
     - one file with all the questions in one list (`instruction`, `questions`, `eval_prompt`, as a
       model writes it): the questions are deduplicated and split in halves like a generated reply.
     """
-    paths = [Path(p) for p in paths]
+    files = [Path(p) for p in paths]
     slug = normalise_name(name) if name else None
-    if len(paths) == 2:
-        extract_path, eval_path = paths
+    if len(files) == 2:
+        extract_path, eval_path = files
         trait = load_paper_trait(extract_path, eval_path, name=slug or extract_path.stem, description=description)
-    elif len(paths) == 1:
-        (path,) = paths
+    elif len(files) == 1:
+        (path,) = files
         trait = _load_single(path, slug, description, n_questions)
     else:
         raise TraitError("give one definition file or folder, or two paper files (extract, then eval)")

@@ -188,6 +188,10 @@ def export_pt(vectors: VectorFile, directory: str | Path, trait: str) -> list[Pa
     paths = []
     for kind, tensor in vectors.tensors.items():
         path = Path(directory) / f"{trait}_{kind}.pt"
-        atomic_write(path, lambda tmp, t=tensor: torch.save(t.detach().cpu().clone(), tmp))
+
+        def save(tmp: str, t: torch.Tensor = tensor) -> None:
+            torch.save(t.detach().cpu().clone(), tmp)
+
+        atomic_write(path, save)
         paths.append(path)
     return paths
