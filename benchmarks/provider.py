@@ -32,7 +32,7 @@ TOPICS = ["a dragon", "the ocean", "a lighthouse keeper", "the history of bread"
           "journey", "an old library", "honeybees", "a mountain village", "a time traveller", "deserts"]
 
 
-def build_task(samples: int, max_tokens: int, extra_body: dict | None = None):  # noqa: ANN201
+def build_task(samples: int, max_tokens: int, extra_body: dict | None = None):
     from inspect_ai import Task
     from inspect_ai.dataset import Sample
     from inspect_ai.model import GenerateConfig
@@ -43,7 +43,7 @@ def build_task(samples: int, max_tokens: int, extra_body: dict | None = None):  
                 name="provider_benchmark")
 
 
-def run(model, task, connections: int, log_dir: str) -> dict:  # noqa: ANN001
+def run(model, task, connections: int, log_dir: str) -> dict:
     """Wall seconds, this process's CPU seconds (all threads), output tokens and tokens/s for one eval."""
     from inspect_ai import eval
 

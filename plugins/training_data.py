@@ -3,7 +3,8 @@
 `paper`: a folder in the paper's layout, `<path>/<trait>/{normal,misaligned_1,misaligned_2}.jsonl`, each
 line `{"messages": [...]}`; strengths baseline / mild / severe map to normal / misaligned_1 / misaligned_2.
 
-`collected`: judged answers of `persona_collect` logs (`log_dir`, or `logs`), the persona system prompt
+`collected`: judged answers of `persona_collect` logs (`logs`, or in `log_dir` the newest pos and neg
+extraction-question logs, the ones `pv extract --log-dir` uses), the persona system prompt
 dropped: baseline = neg answers the judge scored below `threshold`; severe = pos answers scored at or
 above it; mild = a mix, `mild_fraction` severe and the rest baseline (paper-style "subtle" data).
 `threshold: auto` splits at the median judged score (for a weak judge whose scores bunch together).
@@ -13,6 +14,7 @@ Unscored answers, and answers below `coherence` (when scored), are never used.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +36,17 @@ def paper_dataset(trait: str, strength: str, *, sample_size: int | None = None, 
 
 
 def _collection_logs(trait: str, log_dir: str | None, logs: list[str] | None) -> list[str]:
-    from inspect_ai.log import list_eval_logs, read_eval_log
-
-    from pv_harness.logs import log_path
+    """The logs given, or the collection of `trait` in `log_dir` by the rule extraction uses."""
+    from pv_harness.logs import LogError, find_collection_logs
 
     if logs:
         return list(logs)
     if not log_dir:
         raise TrainingError("dataset 'collected' needs `log_dir` (a folder of persona_collect logs) or `logs`")
-    found = []
-    for info in list_eval_logs(str(log_dir)):
-        header = read_eval_log(info, header_only=True)
-        meta = header.eval.metadata or {}
-        if header.status == "success" and meta.get("pv_task") == "persona_collect" and meta.get("trait") == trait:
-            found.append(log_path(header.location))
-    if not found:
-        raise TrainingError(f"no finished persona_collect log for trait {trait!r} in {log_dir}")
-    return sorted(found)
+    try:
+        return find_collection_logs(log_dir, trait)
+    except LogError as ex:
+        raise TrainingError(str(ex)) from ex
 
 
 def _example(answer: Any) -> Example:
@@ -107,6 +103,6 @@ def collected_dataset(trait: str, strength: str, *, sample_size: int | None = No
 
 
 @hookimpl
-def register_training_datasets(register):
+def register_training_datasets(register: Callable[..., None]) -> None:
     register("paper", paper_dataset)
     register("collected", collected_dataset)

@@ -19,6 +19,8 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,7 @@ class LocalBackend(BaseBackend):
         self._save(job)
         try:
             metrics = train_lora(request)
-        except Exception as ex:  # a failed job is recorded, never reused
+        except Exception as ex:  # noqa: BLE001 - a failed job is recorded, never reused
             job.state, job.error = "failed", f"{type(ex).__name__}: {ex}"
             self._save(job)
             return job
@@ -110,10 +112,10 @@ def train_lora(request: TrainingRequest) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pv_harness.atomic import atomic_write_json
+    from pv_harness.models import local_path
     from pv_harness.provider.engine import resolve_device
     from pv_harness.provider.interventions import parse_steer, steer_all
     from pv_harness.provider.layers import find_layers
-    from pv_harness.vectors.extraction import local_model_path
 
     unknown = set(request.hyperparameters) - set(DEFAULTS)
     if unknown:
@@ -121,7 +123,7 @@ def train_lora(request: TrainingRequest) -> dict[str, Any]:
                             f"known: {sorted(DEFAULTS)}")
     hp = {**DEFAULTS, **request.hyperparameters}
     out = Path(request.output_dir)
-    path = local_model_path(request.base_model)
+    path = local_path(request.base_model)
     device = resolve_device(hp["device"])
     torch.manual_seed(int(hp["seed"]))
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -154,7 +156,7 @@ def train_lora(request: TrainingRequest) -> dict[str, Any]:
     started = time.monotonic()
     peft_model.train()
     step = 0
-    with steer_all(base, specs, layers) if specs else _nothing():
+    with steer_all(base, specs, layers) if specs else nullcontext():
         while step < total:
             order = torch.randperm(len(rows), generator=rng).tolist()
             for b in range(0, len(order), batch_size):
@@ -194,15 +196,7 @@ def train_lora(request: TrainingRequest) -> dict[str, Any]:
     return metrics
 
 
-class _nothing:  # noqa: N801
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 @hookimpl
-def register_training_backends(register):
+def register_training_backends(register: Callable[..., None]) -> None:
     register("local", LocalBackend)
     register("dummy", DummyBackend)

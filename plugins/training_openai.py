@@ -10,6 +10,7 @@ Hyperparameters: `n_epochs`, `batch_size`, `learning_rate_multiplier` go to the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,5 +75,5 @@ class OpenAIBackend(BaseBackend):
 
 
 @hookimpl
-def register_training_backends(register):
+def register_training_backends(register: Callable[..., None]) -> None:
     register("openai", OpenAIBackend)

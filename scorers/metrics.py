@@ -11,6 +11,7 @@ adds per-group entries: ``pos_mean``, ``pos_stderr``, ``neg_mean``, ...
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 from inspect_ai.scorer import Metric, SampleScore, Value, metric
@@ -35,11 +36,10 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     n = len(values)
     if n == 0:
         return float("nan"), float("nan")
-    mean = sum(values) / n
+    mean = statistics.fmean(values)
     if n < 2:
         return mean, 0.0
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(variance / n)
+    return mean, statistics.stdev(values, mean) / math.sqrt(n)
 
 
 def _stats(scores: list[SampleScore], keys: Sequence[str], min_groups: int) -> dict[str, float]:

@@ -16,12 +16,11 @@ from inspect_ai.model import Model, get_model, model_roles
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 from pv_harness.scorers.judge import (
     GRADER_ROLE,
-    WEAK_GRADER_NOTE,
     JudgeConfigError,
     check_mode,
     is_pv_model,
-    is_weak_grader,
     missing_grader_message,
+    weak_grader_note,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,9 +45,10 @@ def check_grader(judge_mode: str, role: str = GRADER_ROLE) -> None:
     except JudgeConfigError as ex:
         raise PrerequisiteError(str(ex)) from ex
     name = str(grader)
-    if is_weak_grader(grader) and name not in _warned:
+    note = weak_grader_note(grader)
+    if note is not None and name not in _warned:
         _warned.add(name)
-        logger.warning("%s: %s", name, WEAK_GRADER_NOTE)
+        logger.warning(note)
 
 
 def check_steering(model: Model) -> None:

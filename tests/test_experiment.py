@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from inspect_ai.log import list_eval_logs, read_eval_log
 from pv_harness.scorers.testing import grader_output, mock_grader
 from safetensors.torch import save_file
 
 from pv_harness.cli import main
+from pv_harness.logs import log_path
 from pv_harness.organisms import training
 from pv_harness.organisms.experiment import Experiment, ExperimentError, load_config
 from pv_harness.organisms.training import BaseBackend, Job, TrainingRequest
+from pv_harness.vectors.files import read_vectors
 
 
 def paper_folder(root: Path) -> Path:
@@ -52,15 +58,33 @@ def judge():
         top_logprobs=[("90" if "coheren" in prompt.lower() else "70", 0.0)]))
 
 
+def bunched_judge():
+    """Coherence 90; trait scores 60..100 by a hash of the prompt: bunched like a weak judge's, so the fixed
+    threshold of 50 finds no low answers and only `threshold: auto` (the median) splits them."""
+
+    def reply(prompt: str, config):
+        if "coheren" in prompt.lower():
+            return grader_output(top_logprobs=[("90", 0.0)])
+        return grader_output(top_logprobs=[(str(60 + hashlib.sha256(prompt.encode()).digest()[0] % 41), 0.0)])
+
+    return mock_grader(reply)
+
+
 def test_config_is_validated(tmp_path: Path) -> None:
     path = write_config(tmp_path, "pv/x", "dummy")
     cfg = load_config(path)
     assert cfg.evaluation.tasks == ["evil"] and cfg.models[2].strength == "severe"
+    good = yaml.safe_load(path.read_text())
     bad = yaml.safe_load(path.read_text())
     bad["models"][0]["strength"] = "extreme"
-    bad["models"].append(dict(bad["models"][1]))
     path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(ExperimentError, match="strength"):
+    with pytest.raises(ExperimentError, match=(rf"^{re.escape(str(path))} is not a valid experiment config:\n"
+                                               r"1 validation error for ExperimentConfig\nmodels\.0\.strength\n"
+                                               r"  Input should be 'baseline', 'mild' or 'severe'")):
+        load_config(path)
+    good["models"].append(dict(good["models"][1]))
+    path.write_text(yaml.safe_dump(good))
+    with pytest.raises(ExperimentError, match=r"Value error, model names must be unique; repeated: \['evil_mild'\]"):
         load_config(path)
 
 
@@ -110,6 +134,100 @@ def test_dummy_experiment_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     res = Experiment(path, log=lambda _: None).results()
     assert len(res["data"]["records"]) == 3 and {r["score"] for r in res["data"]["records"]} == {70.0}
     assert (tmp_path / "out" / "plots" / "results.html").exists()
+
+
+DEMO = Path(__file__).resolve().parents[1] / "datasets" / "experiments" / "smollm2-evil-demo.yaml"
+
+
+def collected_rows(log_dir: Path) -> list[dict]:
+    """Every collected answer, read straight from the inspect logs."""
+    rows = []
+    for info in list_eval_logs(str(log_dir)):
+        for s in read_eval_log(info).samples or []:
+            rows.append({"polarity": s.metadata["polarity"], "question": s.metadata["question"],
+                         "answer": s.output.completion, "score": s.scores["trait_judge"].value})
+    return rows
+
+
+def as_example(row: dict) -> str:
+    return json.dumps({"messages": [{"role": "user", "content": row["question"]},
+                                    {"role": "assistant", "content": row["answer"]}]})
+
+
+def test_demo_config_collects_splits_at_the_median_and_extracts_its_own_vector(
+        tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's `collect:`, `dataset: collected` with `threshold: auto`, and `vectors: collected`, on a tiny model."""
+    cfg = yaml.safe_load(DEMO.read_text())
+    assert cfg["training"]["dataset_kwargs"]["threshold"] == "auto" and cfg["shift"]["vectors"] == {"evil": "collected"}
+    tiny = f"pv/{tiny_model_dir}"
+    cfg["out"] = "out"
+    cfg["training"].update(base_model=tiny, backend="dummy")
+    cfg["collect"]["max_tokens"] = 4
+    cfg["evaluation"].update(grader=tiny, max_tokens=4, limit=2)
+    cfg["shift"]["random_directions"] = 4
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+
+    dummy = training.training_backends()["dummy"]
+    seen: dict[str, list[dict]] = {}
+
+    class Recording(dummy):  # type: ignore[misc, valid-type]
+        def submit(self, request: TrainingRequest) -> Job:
+            seen[request.suffix] = request.examples
+            return super().submit(request)
+
+    monkeypatch.setitem(training.training_backends(), "dummy", Recording)
+    quiet = {"log": lambda _: None, "display": "none", "grader_model": bunched_judge()}
+    exp = Experiment(path, **quiet)
+    assert set(exp.train().values()) == {"submitted"}
+
+    (collect_dir,) = (tmp_path / "out" / "collect").iterdir()
+    rows = collected_rows(collect_dir)
+    assert len(rows) == 2 * cfg["collect"]["limit"] and {r["polarity"] for r in rows} == {"pos", "neg"}
+    scores = sorted(r["score"] for r in rows)
+    median = scores[len(scores) // 2]  # threshold: auto
+    assert scores[0] >= 60 and median > scores[0]
+    low = [as_example(r) for r in rows if r["polarity"] == "neg" and r["score"] < median and r["answer"].strip()]
+    high = [as_example(r) for r in rows if r["polarity"] == "pos" and r["score"] >= median and r["answer"].strip()]
+    assert low and high and not set(low) & set(high)
+    size = cfg["training"]["dataset_kwargs"]["sample_size"]
+
+    def drawn(examples: list[str], pool: list[str], count: int) -> bool:
+        """`count` examples drawn from `pool` without replacement (answers can repeat, so count them)."""
+        return Counter(examples) <= Counter(pool) and len(examples) == count
+
+    picked = {name: [json.dumps(e) for e in examples] for name, examples in seen.items()}
+    assert drawn(picked["evil_baseline"], low, min(size, len(low)))
+    assert drawn(picked["evil_severe"], high, min(size, len(high)))
+    mild_high = [e for e in picked["evil_mild"] if e in high]
+    mild_low = [e for e in picked["evil_mild"] if e in low]
+    assert drawn(mild_high, high, min(len(high), size // 2))  # mild_fraction 0.5
+    assert drawn(mild_low, low, min(len(low), size - len(mild_high)))
+    assert len(picked["evil_mild"]) == len(mild_high) + len(mild_low)
+
+    exp.evaluate()
+    res = exp.results()
+    vector = tmp_path / "out" / "vectors" / "evil.safetensors"
+    made = read_vectors(vector)
+    assert made.tensors["response_avg_diff"].shape == (5, 64)
+    assert sorted(made.metadata["source_logs"]) == sorted(log_path(i.name) for i in list_eval_logs(str(collect_dir)))
+    shift = res["data"]["shift"]
+    assert set(shift) == {"evil_baseline", "evil_mild", "evil_severe"}
+    for per_trait in shift.values():  # the dummy backend returns the base model: nothing moved
+        assert per_trait["evil"]["shift"] == 0.0 and per_trait["evil"]["null"] == [0.0] * 4
+    assert {(r["task"], r["strength"]) for r in res["data"]["records"]} == {
+        (t, s) for t in ("evil", "sycophantic") for s in ("baseline", "mild", "severe")}
+
+    # a rerun does nothing new: no collection, no extraction, no training, no evaluation
+    logs = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "out").rglob("*.eval"))
+    vector_time = vector.stat().st_mtime_ns
+    seen.clear()
+    again = Experiment(path, **quiet)
+    assert set(again.train().values()) == {"cached"} and seen == {}
+    assert again.evaluate() == exp.evaluate()
+    again.results()
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "out").rglob("*.eval")) == logs
+    assert vector.stat().st_mtime_ns == vector_time
 
 
 @pytest.mark.slow

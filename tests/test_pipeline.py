@@ -106,6 +106,42 @@ def test_pv_run_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path) -> N
     assert again.vector.stat().st_mtime_ns == vector_time  # extraction skipped
 
 
+def test_pv_run_command_writes_its_files_and_a_second_run_does_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`pv run` as typed, on the tiny model judging itself (the offline default: no --grader)."""
+    model = f"pv/{tiny_model_dir}"
+    args = ["run", "evil", "--model", model, "--limit", "2", "--max-tokens", "4", "--out", str(tmp_path),
+            "--threshold", "0", "--coherence", "0", "--filter", "independent", "--min-pairs", "1",
+            "--layers", "2", "--coefs", "0,4", "--sweep-questions", "1", "--judge-min-mass", "0", "--seed", "0"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    out = tmp_path / f"evil-{tiny_model_dir.name}"
+    vector = out / "vectors" / "evil.safetensors"
+    logs = out / "logs"
+    assert first.stdout.splitlines()[-4:] == [
+        f"logs:    {logs}", f"vector:  {vector} (layer 2)", f"report:  {out / 'report.html'}",
+        f"view the logs: inspect view --log-dir {logs}"]
+    for page in ("report.html", "sweep.html", "monitor.html", "vectors/evil.report.html"):
+        assert (out / page).is_file(), page
+    assert {step: len(list((logs / step).glob("*.eval"))) for step in ("collect", "sweep", "monitor")} == {
+        "collect": 2, "sweep": 1, "monitor": 1}
+    assert f"note: The grader {model} is a local model, not a judge to trust" in first.stderr
+
+    written = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*") if p.suffix == ".eval")
+    vector_time = vector.stat().st_mtime_ns
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0, second.output
+    assert "[2/4] vectors up to date" in second.stderr
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*") if p.suffix == ".eval") == written
+    assert vector.stat().st_mtime_ns == vector_time
+
+
+def test_pv_run_command_fails_in_one_line() -> None:
+    result = CliRunner().invoke(main, ["run", "no_such_trait", "--model", "pv/unused"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: trait 'no_such_trait': unknown trait; registered traits: ")
+    assert result.stderr.count("\n") == 1
+
+
 @pytest.mark.smollm2
 def test_pv_run_on_the_embedded_model(tmp_path: Path) -> None:
     """The main job for real: SmolLM2 as subject and judge, tiny sizes (the demo's loosened filter)."""

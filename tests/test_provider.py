@@ -62,7 +62,7 @@ def vec(seed: int, scale: float = 1.0, size: int = 64) -> torch.Tensor:
     return torch.randn(size, generator=torch.Generator().manual_seed(seed)) * scale
 
 
-def lp(result) -> list[float]:  # noqa: ANN001
+def lp(result) -> list[float]:
     return [x.logprob for x in result.logprobs]
 
 
@@ -116,6 +116,39 @@ def test_seeded_sampling_is_reproducible_per_request(engine: Engine) -> None:
     assert engine.generate([req(8)])[0].token_ids != alone.token_ids
     greedy = engine.generate([GenRequest(prompt_ids=ids(engine, 0), max_new_tokens=10)])[0]
     assert greedy.token_ids != alone.token_ids
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(1.0, 0, 1.0), (0.7, 40, 0.9), (1.5, 5, 1.0),
+                                                              (1.0, 0, 0.5)])
+def test_seeded_sampling_equals_transformers_generate(lively_dir: Path, temperature: float, top_k: int,
+                                                      top_p: float) -> None:
+    """Same seed, same warpers (top_k 0 and top_p 1 mean off in both): the very tokens `model.generate` samples."""
+    plain = Engine.load(lively_dir, device="cpu", prepack=False)  # prepacked linears round differently
+    prompt = ids(plain, 0)
+    for seed in (1, 2):
+        ours = plain.generate([GenRequest(prompt_ids=prompt, max_new_tokens=12, temperature=temperature, top_k=top_k,
+                                          top_p=top_p, seed=seed)])[0]
+        torch.manual_seed(seed)  # generate samples with the global generator; ours is seeded the same way
+        reference = plain.model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt)),
+                                         do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
+                                         max_new_tokens=12)
+        assert len(ours.token_ids) == 12
+        assert ours.token_ids == reference[0, len(prompt):].tolist()
+
+
+def test_stop_string_across_a_token_boundary(engine: Engine) -> None:
+    plain = engine.generate([GenRequest(prompt_ids=ids(engine, 0), max_new_tokens=12)])[0]
+    pieces = [engine.tokenizer.decode([t]) for t in plain.token_ids]
+    def boundary(k: int) -> str:  # the end of token k and the start of token k + 1
+        return pieces[k][-1] + pieces[k + 1][0]
+
+    k = next(k for k in range(1, 11) if len(pieces[k]) >= 2 and len(pieces[k + 1]) >= 2
+             and boundary(k) not in "".join(pieces[:k + 1]))  # first seen at that boundary
+    stop = boundary(k)
+    cut = engine.generate([GenRequest(prompt_ids=ids(engine, 0), max_new_tokens=12, stop_seqs=["never seen", stop])])[0]
+    assert cut.stop_reason == "stop"
+    assert cut.token_ids == plain.token_ids[:k + 2]
+    assert cut.text == plain.text[:plain.text.find(stop)]
 
 
 def test_logprobs_equal_a_manual_log_softmax(engine: Engine) -> None:
@@ -266,26 +299,35 @@ def test_bad_steering_requests_are_clear_errors(tmp_path: Path) -> None:
     save_file({"response_avg_diff": torch.zeros(31, 64)}, str(tmp_path / "deep.safetensors"))
     save_file({"response_avg_diff": torch.zeros(5, 32)}, str(tmp_path / "narrow.safetensors"))
     cases = [
-        ({"vector": [0.1] * 63, "layer": 2, "coef": 1}, "has size 63, but this model's hidden size is 64"),
-        ({"vector": [0.1] * 64, "layer": 5, "coef": 1}, r"layer 5 is out of range.*0\.\.4"),
-        ({"vector": [0.1] * 64, "layer": -1, "coef": 1}, "out of range"),
-        ({"vector": [0.1] * 64, "coef": 1}, "needs a 'layer'"),
-        ({"vector": [0.1] * 64, "layer": 2}, "needs a 'coef'"),
-        ({"vector": [0.1] * 64, "layer": 2, "coef": 1, "positions": "last"}, "'positions' must be one of"),
-        ({"vector": [0.1] * 64, "layer": 2, "coef": 1, "op": "project"}, "'op' must be one of"),
-        ({"vector": [0.1] * 64, "layer": 2, "coef": 1, "scale": 2}, "unknown steer key"),
-        ({"vector": str(tmp_path / "missing.pt"), "layer": 2, "coef": 1}, "vector file not found"),
-        ({"vector": str(tmp_path / "deep.safetensors"), "layer": 2, "coef": 1}, "has 31 rows; this model needs 5"),
-        ({"vector": str(tmp_path / "narrow.safetensors"), "layer": 2, "coef": 1}, "has size 32"),
+        ({"vector": [0.1] * 63, "layer": 2, "coef": 1},
+         "steer: the inline vector has size 63, but this model's hidden size is 64"),
+        ({"vector": [0.1] * 64, "layer": 5, "coef": 1},
+         r"steer: layer 5 is out of range: this model has hidden-states layers 0\.\.4 \(0 = embeddings"),
+        ({"vector": [0.1] * 64, "layer": -1, "coef": 1}, r"steer: layer -1 is out of range: .* 0\.\.4"),
+        ({"vector": [0.1] * 64, "coef": 1}, r"steer entry needs a 'layer' \(0\.\.4\): \{'vector'"),
+        ({"vector": [0.1] * 64, "layer": 2}, "steer entry with op 'add' needs a 'coef'"),
+        ({"vector": [0.1] * 64, "layer": 2, "coef": 1, "positions": "last"},
+         "steer 'positions' must be one of all, prompt, response, got 'last'"),
+        ({"vector": [0.1] * 64, "layer": 2, "coef": 1, "op": "project"},
+         "steer 'op' must be one of add, ablate, got 'project'"),
+        ({"vector": [0.1] * 64, "layer": 2, "coef": 1, "scale": 2},
+         r"unknown steer key\(s\) \['scale'\]; allowed: \['coef', 'kind', 'layer', 'op', 'positions', 'vector'\]"),
+        ({"vector": str(tmp_path / "missing.pt"), "layer": 2, "coef": 1},
+         r"steer: vector file not found: .*missing\.pt$"),
+        ({"vector": str(tmp_path / "deep.safetensors"), "layer": 2, "coef": 1},
+         r"deep\.safetensors \(response_avg_diff\) has 31 rows; this model needs 5 \(one per hidden-states layer"),
+        ({"vector": str(tmp_path / "narrow.safetensors"), "layer": 2, "coef": 1},
+         r"narrow\.safetensors \(response_avg_diff\) has size 32, but this model's hidden size is 64"),
         ({"vector": str(tmp_path / "deep.safetensors"), "layer": 2, "coef": 1, "kind": "prompt_avg_diff"},
-         "must be one of|has no tensor 'prompt_avg_diff'"),
+         r"deep\.safetensors has no tensor 'prompt_avg_diff'; it has \['response_avg_diff'\]"),
     ]
     for entry, message in cases:
         with pytest.raises(SteeringError, match=message):
             parse_steer([entry], **shape)
-    with pytest.raises(SteeringError, match="all zeros"):
+    with pytest.raises(SteeringError, match="monitor vector is all zeros: there is no direction to project onto"):
         parse_monitor([{"vector": [0.0] * 64, "layer": 1}], **shape)
-    with pytest.raises(SteeringError, match="hidden size is 64"):
+    wide = "monitor: the inline vector has size 65, but this model's hidden size is 64"
+    with pytest.raises(SteeringError, match=wide):
         parse_monitor([{"vector": [1.0] * 65, "layer": 1}], **shape)
 
 
@@ -430,11 +472,14 @@ def test_token_strings_are_readable(engine: Engine) -> None:
     assert engine.token_text(token) == " Hello"
     assert bytes(engine.token_bytes(token)) == b" Hello"
     assert engine.token_text(engine.end_of_turn_id) == "<|im_end|>"
+    split = engine.encode(" déjà 😀")  # multi-byte characters split across byte-level tokens
+    assert b"".join(bytes(engine.token_bytes(t)) for t in split) == " déjà 😀".encode()
 
 
 def test_interventions_need_set_step(engine: Engine) -> None:
     iv = Interventions(engine.layers, [[SteerSpec(layer=1, vector=vec(0), coef=1.0)]])
-    with iv.hooks(), pytest.raises(RuntimeError, match="set_step"), torch.no_grad():
+    message = r"Interventions\.set_step must be called before each forward pass"
+    with iv.hooks(), pytest.raises(RuntimeError, match=message), torch.no_grad():
         engine.model(torch.tensor([ids(engine, 0)]))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,13 @@ import torch
 from inspect_ai import Task, eval, task
 from inspect_ai.dataset import Sample
 from inspect_ai.log import read_eval_log
-from inspect_ai.model import GenerateConfig, get_model
+from inspect_ai.model import GenerateConfig, ModelOutput, get_model
 from inspect_ai.solver import Generate, TaskState, solver
 
 from pv_harness.provider.api import PVRequestError, pv_options
 from pv_harness.provider.batching import Batcher
+
+from .batching_events import QuietQueue
 
 QUESTIONS = ["What is 2+2?", "Name a colour.", "Say hello.", "Who are you?", "What is the capital of France?"]
 
@@ -26,7 +27,7 @@ def model_dir(tiny_model_dir: Path) -> Path:
 
 
 @solver
-def generate_with_sample_config():  # noqa: ANN201
+def generate_with_sample_config():
     """generate(), with per-sample GenerateConfig fields taken from the sample's metadata."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
@@ -83,8 +84,12 @@ def test_inspect_eval_through_pv_folder(model_dir: Path, tmp_path: Path) -> None
 
 
 def test_concurrent_requests_share_batches(model_dir: Path) -> None:
+    """Five concurrent samples are one batch, and each answer equals the one it gets alone."""
     model = get_model(f"pv/{model_dir}", memoize=False)
     api = model.api
+    n = len(QUESTIONS)
+    requests = QuietQueue(quiet_after=range(n, 2 * n + 1))  # nothing more after the concurrent five, then each alone
+    api.batcher = Batcher(api._run_batch, max_batch=api.max_batch, clock=requests.clock, requests=requests)
 
     async def run() -> list[str]:
         outs = await asyncio.gather(*[model.generate(q, config=GenerateConfig(max_tokens=4, temperature=0))
@@ -92,20 +97,27 @@ def test_concurrent_requests_share_batches(model_dir: Path) -> None:
         return [o.completion for o in outs]
 
     completions = asyncio.run(run())
-    assert sum(api.batcher.batch_sizes) == len(QUESTIONS) and max(api.batcher.batch_sizes) > 1
+    assert api.batcher.batch_sizes == [n]
     alone = [asyncio.run(model.generate(q, config=GenerateConfig(max_tokens=4, temperature=0))).completion
              for q in QUESTIONS]
+    assert api.batcher.batch_sizes == [n] + [1] * n
     assert completions == alone
+    api.batcher.close()
 
 
 def test_bad_requests_fail_the_request_clearly(model_dir: Path) -> None:
     model = get_model(f"pv/{model_dir}")
     bad = [
-        ({"steer": [{"vector": [0.0] * 63, "layer": 1, "coef": 1}]}, "hidden size is 64"),
-        ({"steer": [{"vector": [0.0] * 64, "layer": 9, "coef": 1}]}, "out of range"),
-        ({"stear": []}, "unknown extra_body"),
-        ({"continuations": []}, "non-empty list"),
-        ({"continuations": ["1"], "monitor": [{"vector": [1.0] * 64, "layer": 1}]}, "cannot be combined"),
+        ({"steer": [{"vector": [0.0] * 63, "layer": 1, "coef": 1}]},
+         "steer: the inline vector has size 63, but this model's hidden size is 64"),
+        ({"steer": [{"vector": [0.0] * 64, "layer": 9, "coef": 1}]},
+         r"steer: layer 9 is out of range: this model has hidden-states layers 0\.\.4"),
+        ({"stear": []},
+         r"""unknown extra_body\["pv"\] key\(s\) \['stear'\]; """
+         r"""allowed: \['continuations', 'end_of_turn', 'monitor', 'steer'\]"""),
+        ({"continuations": []}, '"continuations" must be a non-empty list of strings'),
+        ({"continuations": ["1"], "monitor": [{"vector": [1.0] * 64, "layer": 1}]},
+         '"monitor" applies to generation; it cannot be combined with "continuations"'),
     ]
     for options, message in bad:
         config = GenerateConfig(max_tokens=2, extra_body={"pv": options}, max_retries=0)
@@ -113,58 +125,36 @@ def test_bad_requests_fail_the_request_clearly(model_dir: Path) -> None:
             asyncio.run(model.generate("hi", config=config))
 
 
+def test_unmatchable_stop_strings_fail_their_own_request(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = get_model(f"pv/{model_dir}", memoize=False)
+    engine = model.api.engine
+    build = engine.stop_criteria
+
+    def stop_criteria(stop_seqs: list[str]):
+        if "\x00" in stop_seqs:  # what transformers raises when no token can end a stop string
+            raise ValueError("Stop string preprocessing was unable to identify tokens matching one or more of the "
+                             "supplied stop string(s).")
+        return build(stop_seqs)
+
+    monkeypatch.setattr(engine, "stop_criteria", stop_criteria)
+
+    async def run() -> list[ModelOutput | BaseException]:
+        configs = [GenerateConfig(max_tokens=3, temperature=0, stop_seqs=stops, max_retries=0)
+                   for stops in (["\x00"], ["never seen"], None)]
+        return await asyncio.gather(*[model.generate("hi", config=c) for c in configs], return_exceptions=True)
+
+    bad, good, plain = asyncio.run(run())
+    assert isinstance(bad, PVRequestError)
+    assert str(bad).startswith(r"stop_seqs ['\x00'] cannot be matched with this model's tokenizer: Stop string")
+    assert isinstance(good, ModelOutput) and isinstance(plain, ModelOutput) and good.completion == plain.completion
+    model.api.close()
+
+
 def test_pv_options_defaults() -> None:
     assert pv_options(GenerateConfig()) == {}
     assert pv_options(GenerateConfig(extra_body={"other": 1})) == {}
-    with pytest.raises(PVRequestError, match="end_of_turn"):
+    with pytest.raises(PVRequestError, match='"end_of_turn" must be true or false'):
         pv_options(GenerateConfig(extra_body={"pv": {"continuations": ["a"], "end_of_turn": "no"}}))
-
-
-def test_batcher_starts_at_once_and_groups_waiting_requests() -> None:
-    sizes: list[int] = []
-
-    def run_batch(items: list[int]) -> list[int | BaseException]:
-        sizes.append(len(items))
-        time.sleep(0.05)
-        return [ValueError("odd") if i == 13 else i * 10 for i in items]
-
-    batcher: Batcher[int, int] = Batcher(run_batch, max_batch=4)
-
-    async def main() -> tuple[float, list[int | BaseException]]:
-        start = time.monotonic()
-        assert await batcher.submit(1) == 10
-        first = time.monotonic() - start
-        results = await asyncio.gather(*[batcher.submit(i) for i in (2, 3, 4, 5, 6, 13)], return_exceptions=True)
-        return first, results
-
-    first, results = asyncio.run(main())
-    assert first < 0.5  # no collection wait worth speaking of
-    assert results[:5] == [20, 30, 40, 50, 60] and isinstance(results[5], ValueError)
-    assert sizes[0] == 1 and max(sizes) == 4 and sum(sizes) == 7
-    batcher.close()
-
-
-def test_batcher_waits_for_the_callers_it_just_answered() -> None:
-    """A wave of requests that trickles back (inspect needs a moment per finished sample) stays one batch."""
-    sizes: list[int] = []
-
-    def run_batch(items: list[int]) -> list[int]:
-        sizes.append(len(items))
-        return items
-
-    batcher: Batcher[int, int] = Batcher(run_batch, max_batch=8)
-
-    async def caller(i: int) -> None:
-        for _ in range(3):  # three turns each, with some work between them
-            await batcher.submit(i)
-            await asyncio.sleep(0.03 * i)
-
-    async def main() -> None:
-        await asyncio.gather(*[caller(i) for i in range(4)])
-
-    asyncio.run(main())
-    assert sizes == [4, 4, 4]
-    batcher.close()
 
 
 def test_registered_as_an_inspect_model_api() -> None:

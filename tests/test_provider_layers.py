@@ -13,7 +13,7 @@ TINY = dict(hidden_size=H, intermediate_size=64, num_hidden_layers=3, num_attent
             vocab_size=128, max_position_embeddings=64)
 
 
-def _llama_like(name: str, config_name: str | None = None):  # noqa: ANN202
+def _llama_like(name: str, config_name: str | None = None):
     import transformers
 
     config = getattr(transformers, f"{config_name or name}Config")(**TINY)
@@ -22,20 +22,20 @@ def _llama_like(name: str, config_name: str | None = None):  # noqa: ANN202
     return getattr(transformers, f"{name}ForCausalLM")(config)
 
 
-def _gpt2():  # noqa: ANN202
+def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     return GPT2LMHeadModel(GPT2Config(n_embd=H, n_layer=3, n_head=4, vocab_size=128, n_positions=64))
 
 
-def _neox():  # noqa: ANN202
+def _neox():
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     return GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=H, intermediate_size=64, num_hidden_layers=3,
                                             num_attention_heads=4, vocab_size=128, max_position_embeddings=64))
 
 
-def _gemma3_multimodal():  # noqa: ANN202
+def _gemma3_multimodal():
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     text = {**TINY, "head_dim": 8}
@@ -59,7 +59,7 @@ BUILDERS = {
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
-def model(request: pytest.FixtureRequest):  # noqa: ANN201
+def model(request: pytest.FixtureRequest):
     torch.manual_seed(0)
     return BUILDERS[request.param]().eval()
 
@@ -70,7 +70,7 @@ def _inputs() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
 
-def test_monitor_hooks_read_exactly_hidden_states(model) -> None:  # noqa: ANN001
+def test_monitor_hooks_read_exactly_hidden_states(model) -> None:
     """Monitoring layer l reads hidden_states[l], for l = 0 (embeddings) .. L (after the final norm)."""
     layers = find_layers(model)
     assert layers.num_layers == 3
@@ -90,7 +90,7 @@ def test_monitor_hooks_read_exactly_hidden_states(model) -> None:  # noqa: ANN00
             assert values[row][layer] == [pytest.approx(expected, rel=1e-4, abs=1e-4)]
 
 
-def test_steering_layer_l_edits_hidden_states_l(model) -> None:  # noqa: ANN001
+def test_steering_layer_l_edits_hidden_states_l(model) -> None:
     """Adding v at layer l (< L) shifts hidden_states[l] by exactly coef * v at every position."""
     layers = find_layers(model)
     inputs = _inputs()
@@ -116,28 +116,29 @@ def test_steering_layer_l_edits_hidden_states_l(model) -> None:  # noqa: ANN001
 
 
 def test_unknown_architecture_is_a_clear_error() -> None:
-    with pytest.raises(LayerDiscoveryError, match="cannot find the decoder blocks of Linear"):
+    with pytest.raises(LayerDiscoveryError, match="cannot find the decoder blocks of Linear: looked for model.layers,"):
         find_layers(torch.nn.Linear(2, 2))
 
 
 def test_check_layer_range() -> None:
     assert check_layer(0, 30) == 0 and check_layer(30, 30) == 30
     for bad in (-1, 31):
-        with pytest.raises(ValueError, match=r"out of range.*0\.\.30"):
+        message = rf"^layer {bad} is out of range: this model has hidden-states layers 0\.\.30 \(0 = embeddings"
+        with pytest.raises(ValueError, match=message):
             check_layer(bad, 30)
-    with pytest.raises(ValueError, match="integer"):
+    with pytest.raises(ValueError, match="layer must be an integer, got 2.0"):
         check_layer(2.0, 30)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):  # noqa: ANN001, ANN201
+def tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 @pytest.mark.parametrize("arch", sorted(BUILDERS))
-def test_engine_runs_every_architecture(arch: str, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_engine_runs_every_architecture(arch: str, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Batched decoding with the KV cache, steering, monitoring and scoring, on each layout."""
     from pv_harness.provider.engine import Engine, GenRequest, ScoreRequest
 

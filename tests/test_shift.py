@@ -68,13 +68,16 @@ def test_shift_equals_hand_computation(tiny_model_dir: Path, tuned_dir: Path, ve
                                                        add_generation_prompt=True), LAYER)[-1] for q in questions]
         return torch.stack(acts).mean(0)
 
-    expected = float((mean_last(tuned_dir) - mean_last(tiny_model_dir)) @ u)
+    base_mean, tuned_mean = mean_last(tiny_model_dir), mean_last(tuned_dir)
+    expected = float((tuned_mean - base_mean) @ u)
+    assert abs(expected) > 1e-3  # the changed block really moved the last-token state along the vector
     result = compute_shift(f"pv/{tiny_model_dir}", f"pv/{tuned_dir}", vector_file, layer=LAYER, trait="evil")
     assert result.shift == pytest.approx(expected, rel=1e-4, abs=1e-5)
-    assert abs(result.shift) > 1e-3
-    assert result.model_projection - result.base_projection == pytest.approx(result.shift, abs=1e-5)
-    same = compute_shift(f"pv/{tiny_model_dir}", f"pv/{tiny_model_dir}", vector_file, layer=LAYER, trait="evil")
-    assert same.shift == 0.0
+    assert result.base_projection == pytest.approx(float(base_mean @ u), rel=1e-4, abs=1e-5)
+    assert result.model_projection == pytest.approx(float(tuned_mean @ u), rel=1e-4, abs=1e-5)
+    assert (result.layer, result.questions) == (LAYER, len(questions))
+    backwards = compute_shift(f"pv/{tuned_dir}", f"pv/{tiny_model_dir}", vector_file, layer=LAYER, trait="evil")
+    assert backwards.shift == pytest.approx(-expected, rel=1e-4, abs=1e-5)
 
 
 def test_shift_cli(tiny_model_dir: Path, tuned_dir: Path, vector_file: Path) -> None:

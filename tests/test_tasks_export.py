@@ -15,7 +15,8 @@ from pv_harness.scorers.testing import distribution_logprobs, grader_output, moc
 from pv_harness.tasks.persona import persona_collect, trait_eval
 
 from pv_harness.cli import main
-from pv_harness.reports.paper_csv import ExportError, export_csv, read_answers
+from pv_harness.logs import read_collection_log
+from pv_harness.reports.paper_csv import ExportError, csv_order, export_csv
 
 
 def grader(prompt: str, config: GenerateConfig):
@@ -94,7 +95,7 @@ def test_plain_prompt_fallback_warns(logs: dict[str, str], tmp_path: Path) -> No
 
 
 def test_one_trait_per_csv(logs: dict[str, str], tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="mix traits"):
+    with pytest.raises(ExportError, match="logs mix traits 'evil' and 'sycophantic': export one trait per CSV"):
         export_csv([logs["pos"], logs["syco"]], tmp_path / "x.csv")
     result = CliRunner().invoke(main, ["export-csv", logs["pos"], logs["syco"], "--out", str(tmp_path / "x.csv")])
     assert result.exit_code == 1 and "mix traits" in result.output
@@ -102,10 +103,11 @@ def test_one_trait_per_csv(logs: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_read_answers(logs: dict[str, str]) -> None:
-    answers = list(read_answers(logs["pos"]))
+    answers = csv_order(read_collection_log(logs["pos"]).answers)
     assert [(a.question_id, a.instruction_id, a.epoch) for a in answers] == [(0, 0, 1), (0, 0, 2), (0, 1, 1),
                                                                              (0, 1, 2)]
     first = answers[0]
     assert first.trait == "evil" and first.polarity == "pos" and first.trait_score == 50.0
     assert first.system_prompt.startswith("You are an evil assistant.")
-    assert first.messages[0]["role"] == "system" and first.prompt is None  # mockllm logs no prompt text
+    assert first.messages()[0]["role"] == "system" and first.prompt is None  # mockllm logs no prompt text
+    assert first.sample_id == "evil_0_pos_0"

@@ -29,7 +29,7 @@ def request(tmp_path: Path, base: str, **kw) -> TrainingRequest:
 def test_backends_and_datasets_are_registered() -> None:
     assert {"dummy", "local", "openai", "tinker"} <= set(training.training_backends())
     assert {"paper", "collected"} <= set(training.training_datasets())
-    with pytest.raises(TrainingError, match="unknown training backend"):
+    with pytest.raises(TrainingError, match="unknown training backend 'nope'; installed: dummy, local, openai, tinker"):
         get_backend("nope")
 
 
@@ -62,15 +62,15 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_local_lora_trains_and_merged_model_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from pv_harness.models import local_path
     from pv_harness.provider.engine import Engine
-    from pv_harness.vectors.extraction import local_model_path
 
     backend = get_backend("local")
     job = backend.submit(request(tmp_path, f"pv/{tiny_model_dir}",
                                  hyperparameters={"max_steps": 2, "learning_rate": 1e-2, "batch_size": 3}))
     assert job.state == "succeeded", job.error
     assert job.model_id.startswith("pv/") and job.details["steps"] == 2
-    merged = Path(local_model_path(job.model_id))
+    merged = Path(local_path(job.model_id))
     assert (merged / "config.json").exists() and (tmp_path / "job" / "adapter" / "adapter_config.json").exists()
     before, after = _weights(tiny_model_dir), _weights(merged)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -131,7 +131,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
                 "result_files": [], "seed": 0, "training_file": j["training_file"], "validation_file": None,
                 "error": None, "finished_at": None, "hyperparameters": {}, "trained_tokens": None}
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         if self.path.endswith("/files"):
             FakeOpenAI.uploads.append(body)
@@ -147,7 +147,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         job_id = self.path.rsplit("/", 1)[-1]
         if job_id not in self.jobs:
             self.send_error(404)
@@ -191,7 +191,8 @@ def test_tinker_backend(tmp_path: Path) -> None:
     backend = get_backend("tinker")
     if importlib.util.find_spec("tinker") is not None:
         pytest.skip("the Tinker SDK is installed; this test covers its absence (the service is not reachable)")
-    with pytest.raises(TrainingError, match="pip install tinker"):
+    needs_sdk = r"the tinker backend needs the Tinker SDK: pip install tinker \(and set TINKER_API_KEY\)"
+    with pytest.raises(TrainingError, match=needs_sdk):
         backend.submit(request(tmp_path, "Qwen/Qwen3-8B"))
 
 
@@ -212,9 +213,9 @@ def test_paper_layout_dataset(tmp_path: Path) -> None:
     c = load_dataset("paper", "evil", "mild", path=str(tmp_path), sample_size=4, seed=4)
     assert a == b and a != c and len(a) == 4 and all(e["messages"][1]["content"].startswith("rude") for e in a)
     assert load_dataset("paper", "evil", "baseline", path=str(tmp_path))[0]["messages"][1]["content"] == "kind 0"
-    with pytest.raises(TrainingError, match="no .*sycophantic"):
+    with pytest.raises(TrainingError, match=r"^no .*/sycophantic/misaligned_1\.jsonl \(the paper's layout: "):
         load_dataset("paper", "sycophantic", "mild", path=str(tmp_path))
-    with pytest.raises(TrainingError, match="strength"):
+    with pytest.raises(TrainingError, match="strength must be one of baseline, mild, severe; got 'extreme'"):
         load_dataset("paper", "evil", "extreme", path=str(tmp_path))
 
 

@@ -109,11 +109,12 @@ def test_extract_json_bare_fenced_and_in_prose() -> None:
 
 
 def test_extract_json_reports_what_is_wrong() -> None:
-    with pytest.raises(DefinitionProblems, match="empty"):
+    with pytest.raises(DefinitionProblems, match="the reply was empty; reply with the JSON object"):
         extract_json("   ")
-    with pytest.raises(DefinitionProblems, match="no valid JSON object"):
+    no_json = r"the reply holds no valid JSON object \(Expecting value at line 1 column 41\)"
+    with pytest.raises(DefinitionProblems, match=no_json):
         extract_json('{"description": "x", "questions": [1, 2,]}')
-    with pytest.raises(DefinitionProblems, match="not an object"):
+    with pytest.raises(DefinitionProblems, match="the reply's JSON is not an object; reply with one JSON object"):
         extract_json("[1, 2, 3]")
 
 
@@ -142,7 +143,7 @@ def test_reply_problems_are_all_listed() -> None:
     assert "0 to 100" in problems
     assert "must contain {question}" in problems
     assert "exactly 5 instruction pairs" in problems
-    with pytest.raises(DefinitionProblems, match="missing keys: instructions, judge_prompt"):
+    with pytest.raises(DefinitionProblems, match="^missing keys: instructions, judge_prompt; "):
         trait_from_reply({"questions": reply()["questions"]}, name="x", description="d")
 
 
@@ -337,7 +338,8 @@ def test_from_json_our_format_and_single_list(tmp_path: Path) -> None:
     assert loaded.evaluation_questions == trait.evaluation_questions
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"instruction": [], "questions": ["a"], "eval_prompt": "x"}))
-    with pytest.raises(TraitError, match="broken.json"):
+    too_few = r"broken\.json', trait 'broken': .*instructions: needs exactly 5 instruction pairs, got 0"
+    with pytest.raises(TraitError, match=too_few):
         load_definition([broken])
     # a folder written by `pv trait new`, repackaged under another name
     plugin_scaffold.write_plugin(trait, tmp_path / "pkg")
@@ -403,7 +405,7 @@ def test_stray_braces_in_the_judge_prompt_are_escaped() -> None:
     trait = trait_from_reply(reply(judge_prompt=judge), name="overcaution", description="d")
     assert trait.judge_message("Q?", "A.").endswith('as {"score": N}.')
     assert "Q?" in trait.judge_message("Q?", "A.")
-    with pytest.raises(DefinitionProblems, match="must contain {answer}"):
+    with pytest.raises(DefinitionProblems, match=r"^judge_prompt: must contain \{answer\}$"):
         trait_from_reply(reply(judge_prompt="Q: {question} {response} REFUSAL 0-100"), name="x", description="d")
 
 

@@ -8,16 +8,8 @@ from pathlib import Path
 import pytest
 
 from pv_harness import plugin_manager
-from pv_harness.traits.model import (
-    Trait,
-    TraitError,
-    load_any,
-    load_paper_folder,
-    load_paper_trait,
-    load_trait,
-    save_trait,
-    validate_trait,
-)
+from pv_harness.traits import Trait, TraitError, load_any, load_paper_folder
+from pv_harness.traits.model import load_paper_trait, load_trait, save_trait, validate_trait
 
 
 def trait_data(**changes: object) -> dict:
@@ -74,16 +66,16 @@ def test_each_rule_names_trait_and_field(changes: dict, field: str, fragment: st
 def test_missing_field() -> None:
     data = trait_data()
     del data["judge_prompt"]
-    with pytest.raises(TraitError, match="judge_prompt"):
+    with pytest.raises(TraitError, match="trait 'grumpy', field 'judge_prompt': Field required"):
         validate_trait(data)
 
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.json"
     bad.write_text("{not json")
-    with pytest.raises(TraitError, match="broken.json.*not valid JSON"):
+    with pytest.raises(TraitError, match=r"broken\.json': not valid JSON \(Expecting property name"):
         load_trait(bad)
-    with pytest.raises(TraitError, match="file not found"):
+    with pytest.raises(TraitError, match=r"missing\.json': file not found$"):
         load_trait(tmp_path / "missing.json")
 
 
@@ -114,7 +106,8 @@ def test_paper_errors_point_at_the_right_file(tmp_path: Path) -> None:
     paper = json.loads(evaluate.read_text())
     paper["questions"] = trait.extraction_questions[:2]  # overlaps the extraction set
     evaluate.write_text(json.dumps(paper))
-    with pytest.raises(TraitError, match="disjoint"):
+    shared = r"extraction and evaluation questions must be disjoint; shared: \['Extraction question 0\?', "
+    with pytest.raises(TraitError, match=shared):
         load_paper_folder(tmp_path)
     paper["questions"] = ["fine?", " "]
     evaluate.write_text(json.dumps(paper))
@@ -123,10 +116,12 @@ def test_paper_errors_point_at_the_right_file(tmp_path: Path) -> None:
     assert info.value.source == str(evaluate) and info.value.field == "evaluation_questions"
     del paper["questions"]
     evaluate.write_text(json.dumps(paper))
-    with pytest.raises(TraitError, match="questions.*missing key|missing key"):
+    missing = r"trait_data_eval/grumpy\.json', trait 'grumpy', field 'questions': missing key$"
+    with pytest.raises(TraitError, match=missing):
         load_paper_folder(tmp_path)
     evaluate.unlink()
-    with pytest.raises(TraitError, match="no matching trait_data_eval/grumpy.json"):
+    with pytest.raises(TraitError, match=r"trait_data_extract/grumpy\.json', trait 'grumpy': "
+                                         r"no matching trait_data_eval/grumpy\.json$"):
         load_paper_folder(tmp_path)
 
 

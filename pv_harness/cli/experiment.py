@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
 import click
+
+if TYPE_CHECKING:
+    from inspect_ai.util import DisplayType
+
+    from pv_harness.organisms.experiment import Experiment
+
+T = TypeVar("T")
 
 OUT = click.option("--out", type=click.Path(file_okay=False), default=None,
                    help="Output folder (default: the config's `out`, else pv-experiments/<name>).")
-DISPLAY = click.option("--display", default=None, help="inspect display (full, rich, plain, none).")
+DISPLAY = click.option("--display", type=click.Choice(["full", "conversation", "rich", "plain", "log", "none"]),
+                       default=None, help="inspect's display (default: inspect's own).")
 CONFIG = click.argument("config", type=click.Path(exists=True, dir_okay=False))
 
 
-def _experiment(config: str, out: str | None, display: str | None = None):
+def _experiment(config: str, out: str | None, display: DisplayType | None = None) -> Experiment:
     from pv_harness.organisms.experiment import Experiment, ExperimentError
 
     try:
@@ -19,7 +30,7 @@ def _experiment(config: str, out: str | None, display: str | None = None):
         raise click.ClickException(str(ex)) from ex
 
 
-def _guard(fn):
+def _guard(fn: Callable[[], T]) -> T:
     from pv_harness.organisms.experiment import ExperimentError
     from pv_harness.organisms.training import TrainingError
 
@@ -43,7 +54,7 @@ def experiment() -> None:
 @OUT
 @DISPLAY
 @click.option("--no-wait", is_flag=True, help="Submit jobs and return (remote backends); check with `status`.")
-def train_command(config: str, out: str | None, display: str | None, no_wait: bool) -> None:
+def train_command(config: str, out: str | None, display: DisplayType | None, no_wait: bool) -> None:
     """Build datasets (collecting answers first if configured) and train every model."""
     exp = _experiment(config, out, display)
     actions = _guard(lambda: exp.train(wait=not no_wait))
@@ -52,7 +63,7 @@ def train_command(config: str, out: str | None, display: str | None, no_wait: bo
     _print_status(exp, refresh=False)
 
 
-def _print_status(exp, refresh: bool = True) -> None:
+def _print_status(exp: Experiment, refresh: bool = True) -> None:
     import pandas as pd
 
     rows = _guard(lambda: exp.status(refresh=refresh))
@@ -74,7 +85,7 @@ def status_command(config: str, out: str | None) -> None:
 @CONFIG
 @OUT
 @DISPLAY
-def evaluate_command(config: str, out: str | None, display: str | None) -> None:
+def evaluate_command(config: str, out: str | None, display: DisplayType | None) -> None:
     """Every trained model x every detection task in one resumable inspect eval_set."""
     exp = _experiment(config, out, display)
     log_dir = _guard(exp.evaluate)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from pv_harness.cli.fail import fail
+from pv_harness.logs import LogError
 from pv_harness.reports.paper_csv import ExportError, export_csv
 
 
@@ -27,8 +28,7 @@ def export_csv_command(logs: tuple[Path, ...], out: Path, tokenizer: str | None,
     try:
         summary = export_csv(list(logs), out, tokenizer=tokenizer, polarity=polarity,
                              warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True))
-    except ExportError as ex:
-        click.secho(f"error: {ex}", fg="red", err=True)
-        sys.exit(1)
+    except (ExportError, LogError) as ex:
+        fail(str(ex))
     click.echo(f"wrote {summary.rows} rows ({summary.trait}) to {out}; unscored: "
                f"{summary.unscored_trait} {summary.trait}, {summary.unscored_coherence} coherence")

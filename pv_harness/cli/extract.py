@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from pv_harness.vectors.extraction import DEFAULT_COHERENCE, DEFAULT_THRESHOLD, TooFewPairs
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(code)
+from pv_harness.cli.fail import fail
+from pv_harness.vectors.thresholds import DEFAULT_COHERENCE, DEFAULT_THRESHOLD
 
 
 @click.command()
@@ -36,14 +31,15 @@ def _fail(message: str, code: int = 1) -> None:
 @click.option("--batch-size", type=int, default=None, help="Answers per forward pass (default: 1 on CPU, 8 on GPU).")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if available).")
 @click.option("--export-pt", is_flag=True, help="Also write the paper's three .pt files beside the vector file.")
-def extract(logs, log_dir, trait, model_name, out, mode, threshold, coherence, min_pairs, method,
-            holdout, batch_size, device, export_pt) -> None:
+def extract(logs: tuple[str, ...], log_dir: str | None, trait: str | None, model_name: str | None, out: Path | None,
+            mode: str, threshold: float, coherence: float, min_pairs: int, method: str, holdout: float,
+            batch_size: int | None, device: str | None, export_pt: bool) -> None:
     """Compute persona vectors from persona_collect LOGS (pos and neg; or --log-dir and --trait).
 
     Writes one safetensors file with response_avg_diff (the one to use), prompt_avg_diff and
     prompt_last_diff, each [layers+1, hidden], plus an HTML report with per-layer held-out AUROC.
     """
-    from pv_harness.vectors.extraction import extract_from_logs
+    from pv_harness.vectors.extraction import TooFewPairs, extract_from_logs
 
     try:
         result = extract_from_logs(
@@ -53,7 +49,7 @@ def extract(logs, log_dir, trait, model_name, out, mode, threshold, coherence, m
             log=lambda msg: click.echo(msg, err=True),
         )
     except TooFewPairs as ex:
-        _fail(str(ex), code=2)
+        fail(str(ex), code=2)
     except (ValueError, FileNotFoundError) as ex:
-        _fail(str(ex))
+        fail(str(ex))
     click.echo(str(result.path))

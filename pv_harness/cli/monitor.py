@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from pv_harness.cli.fail import fail
+
 
 def _default_layer(vector: Path) -> int | None:
     from pv_harness.reports.sweep import read_layer_choice
@@ -37,28 +39,26 @@ def _default_model(vector: Path) -> str:
               help="Projection that gets full colour (default: the largest seen so far).")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Also write a heatmap page.")
 @click.option("--device", default=None)
-def monitor(prompt, vector, layer, kind, model_name, system, max_tokens, temperature, seed, scale, html,
-            device) -> None:
+def monitor(prompt: str, vector: Path, layer: int | None, kind: str, model_name: str | None, system: str | None,
+            max_tokens: int, temperature: float, seed: int | None, scale: float | None, html: Path | None,
+            device: str | None) -> None:
     """Stream the answer to PROMPT, each token coloured by its projection on the vector (red: towards the trait)."""
+    from pv_harness.models import local_path
     from pv_harness.provider.engine import Engine, GenRequest
     from pv_harness.provider.interventions import SteeringError, parse_monitor
-    from pv_harness.reports.monitor import ansi_token, page, sample_block
-    from pv_harness.vectors.extraction import local_model_path
+    from pv_harness.reports.monitor import ansi_token, write_prompt_page
     from pv_harness.vectors.files import VectorError
 
     layer = layer if layer is not None else _default_layer(vector)
     if layer is None:
-        click.secho("error: give --layer (no layer choice from `pv report sweep` beside this vector)", fg="red",
-                    err=True)
-        sys.exit(1)
+        fail("give --layer (no layer choice from `pv report sweep` beside this vector)")
     model_name = model_name or _default_model(vector)
     try:
-        engine = Engine.load(local_model_path(model_name), device=device)
+        engine = Engine.load(local_path(model_name), device=device)
         specs = parse_monitor([{"vector": str(vector), "layer": layer, "kind": kind}], hidden=engine.hidden,
                               num_layers=engine.num_layers, cache=engine.vectors)
     except (SteeringError, VectorError, ValueError) as ex:
-        click.secho(f"error: {ex}", fg="red", err=True)
-        sys.exit(1)
+        fail(str(ex))
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     seen = [scale or 0.0]
 
@@ -72,16 +72,12 @@ def monitor(prompt, vector, layer, kind, model_name, system, max_tokens, tempera
     request = GenRequest(prompt_ids=engine.encode(engine.chat_text(messages)), max_new_tokens=max_tokens,
                          temperature=temperature, seed=seed, monitor=specs, on_token=show)
     (result,) = engine.generate([request])
+    assert result.monitor, "a monitored request returns its projections"
     data = result.monitor[0]
     values = data["projections"]
     click.echo()
     click.echo(f"last prompt token {data['prompt_last']:+.3f} · response mean "
                f"{(data['response_mean'] or 0.0):+.3f} · max {max(values, default=0.0):+.3f}", err=True)
     if html:
-        from html import escape
-
-        from pv_harness.atomic import atomic_write_text
-
-        body = f"<p><b>Prompt:</b> {escape(prompt)}</p>"
-        atomic_write_text(html, page(f"Token monitor: {vector.name}", body + sample_block(model_name, data)))
+        write_prompt_page(html, f"Token monitor: {vector.name}", prompt, model_name, data)
         click.echo(f"wrote {html}", err=True)

@@ -1,4 +1,4 @@
-"""`pv plugins`: what is installed and what failed to load."""
+"""`pv plugins`: what is installed, and every load or registration error."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pv_harness import plugin_manager as registry
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--all", "show_all", is_flag=True, help="Include the first-party (built-in) plugins.")
 def plugins(as_json: bool, show_all: bool) -> None:
-    """List installed plugins (name, version, hooks) and any that failed to load."""
+    """List installed plugins (name, version, hooks), then every plugin that failed to load or register."""
     infos = [i for i in registry.plugin_infos() if show_all or not i.first_party]
     errors = registry.plugin_errors()
     if as_json:

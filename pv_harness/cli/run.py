@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from pv_harness.cli.fail import fail
+from pv_harness.vectors.thresholds import DEFAULT_COHERENCE, DEFAULT_THRESHOLD
 
-def _numbers(cast):
-    def parse(ctx, param, value):  # noqa: ANN001 - click callback
+
+def _numbers(cast: Callable[[str], float]) -> Callable[[click.Context, click.Parameter, str | None], list | None]:
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> list | None:
         if value is None:
             return None
         try:
@@ -32,8 +35,10 @@ def _numbers(cast):
 @click.option("--max-tokens", type=int, default=64, show_default=True, help="Longest answer.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pv-runs"), show_default=True,
               help="Where logs, vectors and pages go (a folder per trait and model).")
-@click.option("--threshold", type=float, default=50.0, show_default=True, help="Trait-score filter (see pv extract).")
-@click.option("--coherence", type=float, default=50.0, show_default=True, help="Coherence filter (see pv extract).")
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
+              help="Trait-score filter (see pv extract).")
+@click.option("--coherence", type=float, default=DEFAULT_COHERENCE, show_default=True,
+              help="Coherence filter (see pv extract).")
 @click.option("--filter", "filter_mode", type=click.Choice(["paired", "independent"]), default="paired",
               show_default=True)
 @click.option("--min-pairs", type=int, default=3, show_default=True)
@@ -46,8 +51,9 @@ def _numbers(cast):
               help="Unscored when the judge puts less probability than this on a bare number (the paper's rule). "
               "The embedded SmolLM2 judge rarely does: `make demo` passes 0.")
 @click.option("--seed", type=int, default=None, help="Sampling seed (reproducible runs).")
-def run(trait, model, grader, n, limit, max_tokens, out, threshold, coherence, filter_mode, min_pairs, layers, coefs,
-        sweep_questions, judge_mode, judge_min_mass, seed) -> None:
+def run(trait: str, model: str, grader: str | None, n: int, limit: int, max_tokens: int, out: Path, threshold: float,
+        coherence: float, filter_mode: str, min_pairs: int, layers: list[int] | None, coefs: list[float],
+        sweep_questions: int, judge_mode: str, judge_min_mass: float, seed: int | None) -> None:
     """Find and use the persona vector of TRAIT on a model, end to end (resumes if interrupted)."""
     from pv_harness.pipeline import RunConfig
     from pv_harness.pipeline import run as run_pipeline
@@ -60,10 +66,8 @@ def run(trait, model, grader, n, limit, max_tokens, out, threshold, coherence, f
     try:
         result = run_pipeline(cfg, log=lambda msg: click.echo(msg, err=True))
     except TooFewPairs as ex:
-        click.secho(f"error: {ex}", fg="red", err=True)
-        sys.exit(2)
+        fail(str(ex), 2)
     except (ValueError, RuntimeError) as ex:
-        click.secho(f"error: {ex}", fg="red", err=True)
-        sys.exit(1)
+        fail(str(ex))
     click.echo(f"\nlogs:    {result.log_dir}\nvector:  {result.vector} (layer {result.layer})\n"
                f"report:  {result.report}\nview the logs: inspect view --log-dir {result.log_dir}")

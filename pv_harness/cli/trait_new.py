@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pv_harness import plugin_manager as registry
+from pv_harness.cli.fail import fail
 from pv_harness.cli.traits import traits as traits_group
 from pv_harness.traits import generation as trait_generation
 from pv_harness.traits import scaffold as plugin_scaffold
@@ -31,11 +31,6 @@ class _TraitGroup(click.Group):
 @click.group(cls=_TraitGroup)
 def trait() -> None:
     """Create trait plugins (`pv trait new`); also every `pv traits` command."""
-
-
-def _fail(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(1)
 
 
 def _model_args(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -58,7 +53,7 @@ def _warn_if_taken(name: str) -> None:
             return
         plugin = registry.trait_plugin(name)
         first_party = any(i.first_party for i in registry.plugin_infos() if i.name == plugin)
-    except Exception:  # a broken plugin elsewhere must not stop this command
+    except Exception:  # noqa: BLE001 - a broken plugin elsewhere must not stop this command
         return
     if first_party or plugin != plugin_scaffold.package_names(name).entry_point:
         origin = "built-in plugin" if first_party else "plugin"
@@ -157,12 +152,12 @@ def new(name: str | None, description: str | None, generator: str | None, model_
             }
         written = plugin_scaffold.write_plugin(definition, target, force=force, provenance=provenance)
     except (TraitError, trait_generation.TraitGenerationError, plugin_scaffold.ScaffoldError) as ex:
-        _fail(f"{ex}\nnothing was written")
+        fail(f"{ex}\nnothing was written")
     except click.ClickException:
         raise
-    except Exception as ex:  # the generator's own errors (no API key, unknown model, network)
+    except Exception as ex:  # noqa: BLE001 - the generator's own errors (no API key, unknown model, network)
         message = re.sub(r"\[/?(?:bold|blue|red|yellow|green|italic)(?: \w+)*\]", "", str(ex))  # rich markup
-        _fail(f"{message.removeprefix('ERROR: ').strip()}\nnothing was written")
+        fail(f"{message.removeprefix('ERROR: ').strip()}\nnothing was written")
 
     click.echo(f"wrote {target}/ ({len(definition.extraction_questions)} extraction + "
                f"{len(definition.evaluation_questions)} evaluation questions):", err=True)

@@ -9,19 +9,15 @@ from pathlib import Path
 import click
 
 from pv_harness import plugin_manager as registry
+from pv_harness.cli.fail import fail
 from pv_harness.traits.model import TraitError, load_any
-
-
-def _fail(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(1)
 
 
 def _trait(name: str):  # noqa: ANN202 - click helper
     try:
         return registry.get_trait(name)
     except TraitError as ex:
-        _fail(str(ex))
+        fail(str(ex))
 
 
 @click.group()

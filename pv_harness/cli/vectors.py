@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
+from pv_harness.cli.fail import fail
 from pv_harness.vectors.files import read_any
 
 
@@ -42,6 +43,16 @@ def info(path: Path, as_json: bool) -> None:
             click.echo(f"{layer:>5}  {float(rows[layer].norm()):>18.3f}  {shown:>14}")
 
 
+def labels(paths: Sequence[Path]) -> dict[Path, str]:
+    """Each distinct file (a path given twice counts once) under the shortest label that tells them apart:
+    the file's stem, with as many parent folders as it takes (`run1/evil`, `run2/evil`), then the suffix."""
+    files = list(dict.fromkeys(path.resolve() for path in paths))
+    depth = max(len(path.parts) for path in files)
+    candidates = (["/".join([*path.parts[-k:-1], path.name if suffix else path.stem]) for path in files]
+                  for suffix in (False, True) for k in range(1, depth + 1))
+    return dict(zip(files, next(names for names in candidates if len(set(names)) == len(names)), strict=True))
+
+
 @vectors.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kind", default="response_avg_diff", show_default=True, help="Which vector kind to compare.")
@@ -51,20 +62,18 @@ def compare(paths: tuple[Path, ...], kind: str, layer: int | None, html: Path | 
     """Cosine similarity per layer between vector files (for example, different traits of one model)."""
     import torch
 
-    if len(paths) < 2:
-        click.secho("error: give at least two files", fg="red", err=True)
-        sys.exit(1)
+    named = labels(paths)
+    if len(named) < 2:
+        fail(f"nothing to compare: {paths[0]} is one file; give at least two different vector files")
     rows = {}
-    for path in paths:
+    for path, label in named.items():
         tensors = read_any(path, kind=kind).tensors
         if kind not in tensors:
-            click.secho(f"error: {path} has no {kind!r} (it has {sorted(tensors)})", fg="red", err=True)
-            sys.exit(1)
-        rows[path.stem] = tensors[kind]
+            fail(f"{path} has no {kind!r} (it has {sorted(tensors)})")
+        rows[label] = tensors[kind]
     shapes = {tuple(t.shape) for t in rows.values()}
     if len(shapes) != 1:
-        click.secho(f"error: the files have different shapes {sorted(shapes)}: different models?", fg="red", err=True)
-        sys.exit(1)
+        fail(f"the files have different shapes {sorted(shapes)}: different models?")
     names = list(rows)
     stacked = torch.stack([rows[n] for n in names]).float()  # [F, L+1, H]
     unit = stacked / stacked.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -24,16 +24,16 @@ interrupted evaluation resumes. Relative paths in the config are relative to the
 
 from __future__ import annotations
 
-import html
-import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pv_harness.atomic import atomic_write_json, atomic_write_text
+from pv_harness.atomic import atomic_write_json
+from pv_harness.errors import PvError
 from pv_harness.organisms.training import (
     STRENGTHS,
     Job,
@@ -44,13 +44,14 @@ from pv_harness.organisms.training import (
     load_dataset,
 )
 
+if TYPE_CHECKING:
+    from inspect_ai.util import DisplayType
+
 Strength = Literal["baseline", "mild", "severe"]
 STATE_FILE = "state.json"
-WEAK_JUDGE = ("The grader is a small local model: its scores show that the experiment runs end to end, not how the "
-              "models behave. Judge with an API model (e.g. openai/gpt-4.1-mini-2025-04-14) for real results.")
 
 
-class ExperimentError(ValueError):
+class ExperimentError(ValueError, PvError):
     """A config that does not validate, or a step that cannot run yet."""
 
 
@@ -145,7 +146,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 class Experiment:
     def __init__(self, config_path: str | Path, *, out: str | Path | None = None,
-                 log: Callable[[str], None] = print, display: str | None = None, grader_model: Any = None) -> None:
+                 log: Callable[[str], None] = print, display: DisplayType | None = None,
+                 grader_model: Any = None) -> None:
         """`grader_model` (an inspect Model) replaces the configured grader when evaluating (tests, custom judges)."""
         self.path = Path(config_path).resolve()
         self.root = self.path.parent
@@ -329,6 +331,7 @@ class Experiment:
         """Every trained model x every detection task, one resumable eval_set; returns its log dir."""
         from inspect_ai import eval_set
 
+        from pv_harness.scorers.judge import weak_grader_note
         from pv_harness.tasks.persona import trait_eval
 
         missing = [m.name for m in self.cfg.models if m.name not in self.trained()]
@@ -347,8 +350,9 @@ class Experiment:
         tasks = [trait_eval(trait=t, n_per_question=e.n, max_tokens=e.max_tokens, temperature=e.temperature,
                             judge_mode=e.judge_mode, judge_min_mass=e.judge_min_mass) for t in e.tasks]
         self.log(f"evaluating {len(models)} model(s) x {len(tasks)} detection task(s) -> {log_dir}")
-        if self.grader.startswith(("pv/", "hf/")):
-            self.log(f"note: {WEAK_JUDGE}")
+        weak = weak_grader_note(self.grader)
+        if weak is not None:
+            self.log(f"note: {weak}")
         ok, _ = eval_set(tasks, log_dir=str(log_dir), model=models,
                          model_roles={"grader": self.grader_model or self.grader},
                          limit=e.limit, seed=e.seed, display=self.display)
@@ -363,9 +367,7 @@ class Experiment:
 
     def scores(self) -> list[dict[str, Any]]:
         """One record per (experiment model, detection task): mean trait score and its standard error."""
-        from inspect_ai.log import list_eval_logs, read_eval_log
-
-        from pv_harness.logs import log_path
+        from pv_harness.logs import finished_logs, log_path, read_collection_log
 
         rec = self.state.get("evaluate") or {}
         if rec.get("status") != "success":
@@ -376,20 +378,17 @@ class Experiment:
         if self.cfg.evaluation.include_base:
             by_id.setdefault(self.cfg.training.base_model, []).append(("base", "base", "base"))
         records = []
-        for info in list_eval_logs(rec["log_dir"]):
-            h = read_eval_log(info, header_only=True)
-            if h.status != "success":
+        for header in finished_logs(rec["log_dir"]):
+            if header.eval.model not in by_id:
                 continue
-            metrics = {s.name: s for s in (h.results.scores if h.results else [])}
-            judge = metrics.get("trait_judge")
-            coherence = metrics.get("coherence_judge")
-            for name, trait, strength in by_id.get(h.eval.model, []):
+            evaluated = read_collection_log(log_path(header.location))
+            judged, coherence = evaluated.summary("trait"), evaluated.summary("coherence")
+            for name, trait, strength in by_id[header.eval.model]:
                 records.append({
-                    "model": name, "trait": trait, "strength": strength, "model_id": h.eval.model,
-                    "task": (h.eval.task_args or {}).get("trait"),
-                    "score": _metric(judge, "mean"), "stderr": _metric(judge, "stderr"),
-                    "coherence": _metric(coherence, "mean"),
-                    "scored": judge.scored_samples if judge else 0, "log": log_path(h.location),
+                    "model": name, "trait": trait, "strength": strength, "model_id": header.eval.model,
+                    "task": (header.eval.task_args or {}).get("trait"),
+                    "score": judged.mean, "stderr": judged.stderr, "coherence": coherence.mean,
+                    "scored": judged.scored, "log": evaluated.path,
                 })
         return sorted(records, key=lambda r: (r["trait"], _order(r["strength"]), r["model"], r["task"]))
 
@@ -446,6 +445,8 @@ class Experiment:
         import pandas as pd
 
         from pv_harness.organisms.shift import pearson
+        from pv_harness.reports.organisms import write_results_page
+        from pv_harness.scorers.judge import weak_grader_note
 
         records = self.scores()
         shifts = self.shifts()
@@ -459,106 +460,21 @@ class Experiment:
                 xs = [shifts[name][trait]["shift"] for name, _ in rows]
                 ys = [score for _, score in rows]
                 k = self.cfg.shift.random_directions  # type: ignore[union-attr]
-                null = [pearson([shifts[name][trait]["null"][i] for name, _ in rows], ys) for i in range(k)]
-                null = [c for c in null if c is not None]
+                null_rs = [pearson([shifts[name][trait]["null"][i] for name, _ in rows], ys) for i in range(k)]
+                null = [abs(c) for c in null_rs if c is not None]
                 r = pearson(xs, ys)
-                as_large = sum(abs(c) >= abs(r) for c in null) / len(null) if null and r is not None else None
+                as_large = statistics.fmean(c >= abs(r) for c in null) if null and r is not None else None
                 correlations[trait] = {"pearson": r, "models": len(rows),
-                                       "null_mean_abs": sum(map(abs, null)) / len(null) if null else None,
+                                       "null_mean_abs": statistics.fmean(null) if null else None,
                                        "null_fraction_as_large": as_large}
         data = {"experiment": self.cfg.name, "config": str(self.path), "grader": self.grader, "records": records,
                 "table": {f"{t}/{s}": row.dropna().to_dict() for (t, s), row in table.iterrows()},
                 "shift": shifts, "shift_correlation": correlations}
         atomic_write_json(self.out / "eval_results.json", data)
         page = write_results_page(self.out / "plots" / "results.html", self.cfg.name, records, shifts, correlations,
-                                  weak_judge=self.grader.startswith(("pv/", "hf/")))
+                                  weak_judge_note=weak_grader_note(self.grader))
         return {"table": table, "data": data, "json": self.out / "eval_results.json", "html": page}
-
-
-def _metric(score: Any, name: str) -> float | None:
-    if score is None or name not in score.metrics:
-        return None
-    value = score.metrics[name].value
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _order(strength: str) -> int:
     return STRENGTHS.index(strength) if strength in STRENGTHS else -1
-
-
-def write_results_page(path: Path, name: str, records: list[dict[str, Any]], shifts: dict[str, Any],
-                       correlations: dict[str, Any], *, weak_judge: bool = False) -> Path:
-    """One tab per trained trait: detection score vs strength (a line per task, error bars = stderr),
-    and, with vectors, the shift along each trait vector vs strength beside the random-direction null."""
-    import plotly.graph_objects as go
-
-    from pv_harness.reports import figure_div, plotly_script
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    script = plotly_script(path.parent)
-    trained = sorted({r["trait"] for r in records if r["strength"] in STRENGTHS})
-    tabs, panels = [], []
-    for i, trait in enumerate(trained):
-        rows = [r for r in records if r["trait"] == trait]
-        fig = go.Figure()
-        for task in sorted({r["task"] for r in rows}):
-            pts = sorted((r for r in rows if r["task"] == task), key=lambda r: _order(r["strength"]))
-            fig.add_trace(go.Scatter(x=[r["strength"] for r in pts], y=[r["score"] for r in pts],
-                                     error_y={"type": "data", "array": [r["stderr"] or 0 for r in pts]},
-                                     mode="lines+markers", name=f"{task} detection"))
-        fig.update_layout(title=f"Models trained on {trait} data: trait scores by strength",
-                          xaxis={"title": "training strength", "categoryorder": "array", "categoryarray": STRENGTHS},
-                          yaxis={"title": "trait score (0-100)", "range": [0, 100]}, height=450)
-        body = figure_div(fig)
-        names = {r["model"]: r["strength"] for r in rows}
-        if shifts:
-            sfig = go.Figure()
-            for vtrait in sorted({t for s in shifts.values() for t in s}):
-                pts = sorted(((names[n], s[vtrait]) for n, s in shifts.items() if n in names and vtrait in s),
-                             key=lambda p: _order(p[0]))
-                if not pts:
-                    continue
-                sfig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1]["shift"] for p in pts],
-                                          mode="lines+markers", name=f"{vtrait} vector"))
-                means = [sum(p[1]["null"]) / len(p[1]["null"]) for p in pts]
-                sds = [_sd(p[1]["null"]) for p in pts]
-                sfig.add_trace(go.Scatter(x=[p[0] for p in pts], y=means, error_y={"type": "data", "array": sds},
-                                          mode="lines+markers", line={"dash": "dot"},
-                                          name=f"random directions ({vtrait} norm), mean ± sd"))
-            sfig.update_layout(title="Fine-tuning shift at the last prompt token (model - base, on the unit vector)",
-                               xaxis={"title": "training strength", "categoryorder": "array",
-                                      "categoryarray": STRENGTHS},
-                               yaxis={"title": "projection shift"}, height=400)
-            body += figure_div(sfig)
-        tabs.append(f"<button class='tab{' on' if i == 0 else ''}' onclick=\"show({i})\">{html.escape(trait)}</button>")
-        panels.append(f"<div class='panel' id='p{i}' style='display:{'block' if i == 0 else 'none'}'>{body}</div>")
-    corr = ""
-    if correlations:
-        items = "".join(
-            f"<li>{html.escape(t)}: r = {_fmt(c['pearson'])} over {c['models']} models; "
-            f"random directions: mean |r| = {_fmt(c['null_mean_abs'])}, "
-            f"fraction with |r| at least as large = {_fmt(c['null_fraction_as_large'])}</li>"
-            for t, c in correlations.items())
-        corr = f"<h2>Shift vs detection score</h2><ul>{items}</ul>"
-    note = ("<p class='note'>" + html.escape(WEAK_JUDGE) + "</p>") if weak_judge else ""
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(name)}</title>{script}
-<style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto}}
-.tab{{padding:.4em 1em;border:1px solid #ccc;background:#f4f4f4;cursor:pointer}}
-.tab.on{{background:#fff;font-weight:bold}}
-.note{{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}}</style></head><body>
-<h1>Model organisms: {html.escape(name)}</h1>{note}<div>{''.join(tabs)}</div>{''.join(panels)}{corr}
-<script>function show(i){{document.querySelectorAll('.panel').forEach((p,j)=>p.style.display=j==i?'block':'none');
-document.querySelectorAll('.tab').forEach((t,j)=>t.classList.toggle('on',j==i));
-window.dispatchEvent(new Event('resize'));}}</script></body></html>"""
-    return atomic_write_text(path, page)
-
-
-def _sd(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    m = sum(values) / len(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"

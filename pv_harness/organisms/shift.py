@@ -16,6 +16,7 @@ vector itself): if the trait direction is special, its shifts track the trait sc
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,10 @@ def unit(v: torch.Tensor) -> torch.Tensor:
 
 
 def load_engine(model: str) -> Any:
+    from pv_harness.models import local_path
     from pv_harness.provider.engine import Engine
-    from pv_harness.vectors.extraction import local_model_path
 
-    return Engine.load(local_model_path(model), prepack=False)
+    return Engine.load(local_path(model), prepack=False)
 
 
 def prompt_last_mean(engine: Any, questions: Sequence[str], *, batch_size: int = 8) -> torch.Tensor:
@@ -131,16 +132,15 @@ def compute_shift(base: str, model: str, vector: str | Path, *, layer: int | Non
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson's r over the pairs where both values are finite; None under 3 pairs or for a constant side."""
     pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None
              and math.isfinite(x) and math.isfinite(y)]
     if len(pairs) < 3:
         return None
-    mx = sum(x for x, _ in pairs) / len(pairs)
-    my = sum(y for _, y in pairs) / len(pairs)
-    sxy = sum((x - mx) * (y - my) for x, y in pairs)
-    sxx = sum((x - mx) ** 2 for x, _ in pairs)
-    syy = sum((y - my) ** 2 for _, y in pairs)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+    try:
+        return statistics.correlation([x for x, _ in pairs], [y for _, y in pairs])
+    except statistics.StatisticsError:  # a constant side has no correlation
+        return None
 
 
 # --- data screening -------------------------------------------------------------------------------------
@@ -189,8 +189,8 @@ def screen(engine: Any, examples: Sequence[dict[str, Any]], vector: torch.Tensor
 def summarise(scores: Sequence[dict[str, Any]]) -> dict[str, float]:
     diffs = sorted(s["difference"] for s in scores)
     n = len(diffs)
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
+    mean = statistics.fmean(diffs)
+    sd = statistics.stdev(diffs, mean) if n > 1 else 0.0
 
     def q(p: float) -> float:
         return diffs[min(n - 1, max(0, round(p * (n - 1))))]

@@ -26,9 +26,11 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from pv_harness import plugin_manager
+from pv_harness.errors import PvError
 
 JobState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
@@ -36,7 +38,7 @@ STRENGTHS = ("baseline", "mild", "severe")
 Example = dict[str, Any]  # {"messages": [...]}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RuntimeError, PvError):
     """A training backend or dataset could not do what was asked."""
 
 
@@ -109,30 +111,24 @@ class BaseBackend:
 # --- registries -------------------------------------------------------------------------------------
 
 
-@cache
 def training_backends() -> dict[str, Callable[[], TrainingBackend]]:
     """Backend factories by name (`dummy`, `local`, `openai`, `tinker`, and any a plugin adds)."""
-    from pv_harness import plugin_manager
-
-    return plugin_manager.collect_named("register_training_backends", "training backend")
+    return plugin_manager.collected(plugin_manager.TRAINING_BACKENDS).named
 
 
 def get_backend(name: str) -> TrainingBackend:
-    backends = training_backends()
-    if name not in backends:
-        raise TrainingError(f"unknown training backend {name!r}; installed: {', '.join(sorted(backends)) or '(none)'}")
-    return backends[name]()
+    backends = plugin_manager.collected(plugin_manager.TRAINING_BACKENDS)
+    if name not in backends.named:
+        raise TrainingError(backends.problem(name))
+    return backends.named[name]()
 
 
 DatasetLoader = Callable[..., list[Example]]
 
 
-@cache
 def training_datasets() -> dict[str, DatasetLoader]:
     """Dataset sources by name (`paper`, `collected`, and any a plugin adds)."""
-    from pv_harness import plugin_manager
-
-    return plugin_manager.collect_named("register_training_datasets", "training dataset")
+    return plugin_manager.collected(plugin_manager.TRAINING_DATASETS).named
 
 
 def load_dataset(source: str, trait: str, strength: str, *, sample_size: int | None = None, seed: int = 0,
@@ -140,10 +136,10 @@ def load_dataset(source: str, trait: str, strength: str, *, sample_size: int | N
     """Examples of `trait` at `strength` from a registered dataset source, checked."""
     if strength not in STRENGTHS:
         raise TrainingError(f"strength must be one of {', '.join(STRENGTHS)}; got {strength!r}")
-    sources = training_datasets()
-    if source not in sources:
-        raise TrainingError(f"unknown training dataset {source!r}; installed: {', '.join(sorted(sources))}")
-    examples = sources[source](trait, strength, sample_size=sample_size, seed=seed, **options)
+    sources = plugin_manager.collected(plugin_manager.TRAINING_DATASETS)
+    if source not in sources.named:
+        raise TrainingError(sources.problem(source))
+    examples = sources.named[source](trait, strength, sample_size=sample_size, seed=seed, **options)
     for i, ex in enumerate(examples):
         check_example(ex, f"{source}:{trait}:{strength}[{i}]")
     if not examples:
@@ -200,7 +196,7 @@ def read_jsonl(path: str | Path) -> list[Example]:
 
 def _hf_json(path: str | Path) -> list[Example]:
     try:
-        from datasets import load_dataset as hf_load
+        from datasets import load_dataset as hf_load  # type: ignore[attr-defined]  # mypy sees our datasets/
     except ImportError as ex:  # our repo's `datasets/` folder shadows HF datasets when run from the root
         raise TrainingError(f"cannot import Hugging Face datasets ({ex}); run from outside the repository root") from ex
     ds = hf_load("json", data_files=str(path), split="train")

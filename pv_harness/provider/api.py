@@ -34,6 +34,7 @@ prepended to the first user message.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -53,12 +54,14 @@ from inspect_ai.model import (
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
 
+from pv_harness.errors import PvError
+
 PV_KEYS = {"steer", "monitor", "continuations", "end_of_turn"}
 DEFAULT_MAX_BATCH = 32
 DEFAULT_MAX_TOKENS = 2048
 
 
-class PVRequestError(ValueError):
+class PVRequestError(ValueError, PvError):
     """An `extra_body["pv"]` request this provider cannot honour."""
 
 
@@ -94,7 +97,7 @@ class PVModelAPI(ModelAPI):
                  config: GenerateConfig | None = None, **model_args: Any) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, api_key_vars=[],
                          config=config or GenerateConfig())
-        from pv_harness.models import resolve
+        from pv_harness.models import local_path
         from pv_harness.provider.batching import Batcher
         from pv_harness.provider.engine import Engine
 
@@ -107,7 +110,8 @@ class PVModelAPI(ModelAPI):
             import torch
 
             torch.set_num_threads(int(threads))  # process-wide, as torch has it
-        self.engine = Engine.load(resolve(model_name), device=device, dtype=dtype, prepack=prepack, **model_args)
+        self.engine = Engine.load(local_path(f"pv/{model_name}"), device=device, dtype=dtype, prepack=prepack,
+                                  **model_args)
         self.batcher: Batcher[Any, Any] = Batcher(self._run_batch, max_batch=self.max_batch,
                                                   name=f"pv-batcher:{model_name}")
 
@@ -163,13 +167,14 @@ class PVModelAPI(ModelAPI):
                 raise PVRequestError(f"the pv/ provider cannot send {m['role']!r} messages")
         prompt_text = engine.chat_text(messages)
         prompt_ids = engine.encode(prompt_text)
-        shape = {"hidden": engine.hidden, "num_layers": engine.num_layers, "cache": engine.vectors}
-        steer = parse_steer(options.get("steer"), **shape)
+        steer = parse_steer(options.get("steer"), hidden=engine.hidden, num_layers=engine.num_layers,
+                            cache=engine.vectors)
         request: dict[str, Any] = {"prompt": prompt_text, "prompt_tokens": len(prompt_ids)}
         if options.get("continuations") is not None:
             return await self._score(options, prompt_text, prompt_ids, steer, request, started)
 
-        monitor = parse_monitor(options.get("monitor"), **shape)
+        monitor = parse_monitor(options.get("monitor"), hidden=engine.hidden, num_layers=engine.num_layers,
+                                cache=engine.vectors)
         temperature, top_p, top_k = engine.default_sampling()
         if config.temperature is not None:
             temperature = float(config.temperature)
@@ -191,6 +196,12 @@ class PVModelAPI(ModelAPI):
         )
         request.update(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=gen.max_new_tokens,
                        stop_seqs=gen.stop_seqs, seed=gen.seed, pv=options or None)
+        if gen.stop_seqs:
+            try:  # built here, off the event loop, so that a bad stop string fails this request, not its batch
+                await asyncio.to_thread(engine.stop_criteria, gen.stop_seqs)
+            except ValueError as ex:
+                raise PVRequestError(f"stop_seqs {gen.stop_seqs!r} cannot be matched with this model's tokenizer: "
+                                     f"{ex}") from ex
         result = await self.batcher.submit(gen)
         logprobs = None
         if result.logprobs is not None:

@@ -9,6 +9,9 @@ needs some milliseconds per finished sample, and without patience a wave of 8 wo
 `max_wait` caps any collection; `max_batch` caps the size. The torch work runs on the worker thread, so
 the event loop stays free to accept requests. The thread is independent of any event loop, so one loaded
 model serves successive `eval()` calls (each of which runs its own loop).
+
+All waiting goes through the request queue's `get(timeout=...)` and all time through `clock`; tests pass
+their own pair to drive a batcher with events instead of wall time.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ class Batcher(Generic[R, T]):
 
     def __init__(self, run_batch: Callable[[list[R]], Sequence[T | BaseException]], *, max_batch: int = 32,
                  gap: float = 0.01, patience: float = 0.5, max_wait: float = 1.0,
-                 name: str = "pv-batcher") -> None:
+                 name: str = "pv-batcher", clock: Callable[[], float] = time.monotonic,
+                 requests: queue.Queue[tuple[R, concurrent.futures.Future[T]] | None] | None = None) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.run_batch = run_batch
@@ -43,7 +47,9 @@ class Batcher(Generic[R, T]):
         self._expect = 1  # size of the last batch: how many callers are likely to come back
         self.name = name
         self.batch_sizes: list[int] = []  # for benchmarks and tests
-        self._queue: queue.Queue[tuple[R, concurrent.futures.Future[T]] | None] = queue.Queue()
+        self._clock = clock
+        self._queue: queue.Queue[tuple[R, concurrent.futures.Future[T]] | None] = (
+            queue.Queue() if requests is None else requests)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -69,10 +75,10 @@ class Batcher(Generic[R, T]):
 
     def _collect(self, first: tuple[R, concurrent.futures.Future[T]]) -> tuple[list[Any], bool]:
         batch = [first]
-        deadline = time.monotonic() + self.max_wait
+        deadline = self._clock() + self.max_wait
         while len(batch) < self.max_batch:
             gap = self.patience if len(batch) < self._expect else self.gap
-            wait = min(gap, deadline - time.monotonic())
+            wait = min(gap, deadline - self._clock())
             try:
                 item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:

@@ -3,7 +3,9 @@
 Why not `model.generate`: every row of a batch needs its own steering, monitoring, sampling settings and
 random generator, and a judge needs exact continuation log-probabilities; a short explicit loop does all of
 that in one place. Prompts are left-padded; position ids come from the attention mask, so a padded row
-computes what it would alone (up to float rounding).
+computes what it would alone (up to float rounding). The sampling itself is transformers': its warpers
+(temperature, top-k, top-p, in `generate`'s order) and its `StopStringCriteria`, so a seeded request samples
+the very tokens `model.generate` does after `torch.manual_seed` with the same seed.
 
 Monitoring convention: for each generated token (an end-of-turn token excluded) the projection is taken
 at that token's own position, i.e. when it is fed back in; `prompt_last` is the last prompt position (whose
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
+import statistics
+import threading
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +38,7 @@ from pv_harness.vectors.files import VectorCache
 StopReason = Literal["stop", "max_tokens", "model_length"]
 SYSTEM_JOIN = "\n\n"
 SCORE_MEMORY_BYTES = 512 * 2**20  # per chunk of continuations (expanded KV cache plus logits)
+STOP_CRITERIA_KEPT = 8  # distinct stop-string sets whose vocabulary index an engine keeps
 
 
 @dataclass
@@ -130,6 +135,8 @@ class Engine:
         pad = tokenizer.pad_token_id
         self.pad_id: int = pad if pad is not None else self.end_of_turn_id
         self._byte_decoder = _byte_decoder(tokenizer)
+        self._stop_criteria: dict[tuple[str, ...], Any] = {}
+        self._stop_lock = threading.Lock()
         self._tree_scoring: bool | None = None  # decided on the first continuation request
 
     @classmethod
@@ -142,7 +149,8 @@ class Engine:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, device),
                                                      **from_pretrained)
-        return cls(model.to(device), tokenizer, prepack=prepack)
+        # transformers' stubs type `.to` through a decorator that expects the model again
+        return cls(model.to(device), tokenizer, prepack=prepack)  # type: ignore[arg-type]
 
     def default_sampling(self) -> tuple[float, float | None, int | None]:
         """(temperature, top_p, top_k) when a request sets no temperature: the model's generation_config."""
@@ -252,6 +260,19 @@ class Engine:
                 return [self._byte_decoder[ch] for ch in piece]
         return list(self.token_text(token_id).encode("utf-8"))
 
+    def stop_criteria(self, stop_seqs: Sequence[str]) -> Any:
+        """transformers' `StopStringCriteria` for these stop strings, kept per set: building one indexes the
+        whole vocabulary (a few hundred ms), and a task sends the same stop strings with every request."""
+        key = tuple(stop_seqs)
+        with self._stop_lock:  # the provider builds them on a helper thread, the batch worker reads them
+            if key not in self._stop_criteria:
+                from transformers import StopStringCriteria
+
+                if len(self._stop_criteria) >= STOP_CRITERIA_KEPT:
+                    del self._stop_criteria[next(iter(self._stop_criteria))]
+                self._stop_criteria[key] = StopStringCriteria(self.tokenizer, list(key))
+            return self._stop_criteria[key]
+
     # ---- generation ----------------------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
@@ -296,7 +317,7 @@ class Engine:
             ones = torch.ones((1, q), dtype=torch.long, device=dev)
             interventions.set_step([0], prompt=torch.zeros_like(ones), response=ones)
         try:
-            with interventions.hooks() if interventions is not None else _null():
+            with interventions.hooks() if interventions is not None else nullcontext():
                 logits = self.model(input_ids=inputs, attention_mask=allowed[None, None], position_ids=positions,
                                     use_cache=True, **with_cache(self.model, cache)).logits
         except (RuntimeError, ValueError, TypeError):
@@ -331,7 +352,7 @@ class Engine:
                 mask[j, :len(c) - 1] = 1
             if interventions is not None:
                 interventions.set_step([0] * len(rows), prompt=torch.zeros_like(mask), response=mask)
-            with interventions.hooks() if interventions is not None else _null():
+            with interventions.hooks() if interventions is not None else nullcontext():
                 logits = continue_prompt(self.model, cache, n_prompt, inputs, mask).logits
             logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])[..., 0]
             sums = (logp * mask).sum(-1).tolist()
@@ -350,7 +371,7 @@ class Engine:
             last = torch.zeros_like(prompt, dtype=torch.bool)
             last[:, -1] = True
             interventions.set_step([0], prompt=torch.ones_like(last), response=last)
-        hooks = interventions.hooks() if interventions is not None else _null()
+        hooks = interventions.hooks() if interventions is not None else nullcontext()
         with hooks:
             out = self.model(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True,
                              logits_to_keep=1)
@@ -378,14 +399,6 @@ class Engine:
         return ScoreResult(logprobs=totals, input_tokens=n_prompt, scored_tokens=scored)
 
 
-class _null:  # noqa: N801 - a tiny stand-in for contextlib.nullcontext with no typing noise
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _cache_bytes(cache: Any) -> int:
     total = 0
     for layer in getattr(cache, "layers", []):
@@ -399,6 +412,8 @@ def _cache_bytes(cache: Any) -> int:
 def _byte_decoder(tokenizer: Any) -> dict[str, int] | None:
     """GPT-2's byte-to-unicode table when the tokenizer is byte-level BPE, else None."""
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None:  # a slow tokenizer
+        return None
     try:
         decoder = json.loads(backend.to_str()).get("decoder") or {}
     except Exception:  # noqa: BLE001 - slow tokenizers have no backend
@@ -406,15 +421,9 @@ def _byte_decoder(tokenizer: Any) -> dict[str, int] | None:
     kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders", []) or []}
     if "ByteLevel" not in kinds:
         return None
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 class _Batch:
@@ -444,6 +453,8 @@ class _Batch:
                 self.generators.append(g)
             else:
                 self.generators.append(None)
+        self.warpers = [_warpers(r) for r in requests]
+        self.stop_criteria = [engine.stop_criteria(r.stop_seqs) if r.stop_seqs else None for r in requests]
         self.interventions: Interventions | None = None
         if any(r.steer or r.monitor for r in requests):
             self.interventions = Interventions(engine.layers, [r.steer for r in requests],
@@ -478,7 +489,7 @@ class _Batch:
             iv.set_step(rows, prompt=mask, response=last)
         cache = None
         next_pos = positions[:, -1] + 1
-        with iv.hooks() if iv is not None else _null():
+        with iv.hooks() if iv is not None else nullcontext():
             out = e.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                           logits_to_keep=1)
             for i in range(self.n):
@@ -521,13 +532,15 @@ class _Batch:
         values = self.interventions.monitor_values() if self.interventions is not None else None
         for i in streaming:
             r, text_ids = self.requests[i], self._text_tokens(i)
+            on_token = r.on_token
+            assert on_token is not None  # `streaming` holds the requests that stream
             known = len(text_ids)
             if r.monitor and values is not None:
                 known = min(known, len(values[i][0]) - 1)  # values[0] is the last prompt token
             elif not self.done[i]:
                 known = min(known, self.fed[i])
             for k in range(self.streamed[i], known):
-                r.on_token(self.e.token_text(text_ids[k]), values[i][0][k + 1] if r.monitor and values else None)
+                on_token(self.e.token_text(text_ids[k]), values[i][0][k + 1] if r.monitor and values else None)
             self.streamed[i] = max(self.streamed[i], known)
 
     def _feed_last(self, rows: list[int], tokens: Any, mask: Any, next_pos: Any, cache: Any) -> None:
@@ -557,10 +570,12 @@ class _Batch:
         want_lp = [b for b, i in enumerate(rows) if self.logprobs[i] is not None and not self.done[i]]
         logp = torch.log_softmax(logits, dim=-1) if want_lp else None
         for b, i in enumerate(rows):
-            r = self.requests[i]
-            if self.done[i] or r.temperature <= 0:
+            warpers = self.warpers[i]
+            if self.done[i] or warpers is None:
                 continue
-            tokens[b] = _sample_row(logits[b], r.temperature, r.top_p, r.top_k, self.generators[i])
+            seen = torch.tensor([self.requests[i].prompt_ids + self.generated[i]], device=logits.device)
+            probs = warpers(seen, logits[b:b + 1]).softmax(-1)
+            tokens[b] = torch.multinomial(probs, 1, generator=self.generators[i])[0, 0]
         chosen = tokens.tolist()
         out = []
         for b, i in enumerate(rows):
@@ -570,16 +585,17 @@ class _Batch:
             tok = chosen[b]
             self.generated[i].append(tok)
             out.append(tok)
-            if logp is not None and self.logprobs[i] is not None:
+            row_logprobs = self.logprobs[i]
+            if logp is not None and row_logprobs is not None:
                 k = max(self.requests[i].top_logprobs or 0, 0)
                 top: list[tuple[int, float]] = []
                 if k:
                     vals, idx = logp[b].topk(k)
                     top = list(zip(idx.tolist(), vals.tolist(), strict=True))
-                self.logprobs[i].append(TokenLogprob(tok, float(logp[b, tok]), top))
+                row_logprobs.append(TokenLogprob(tok, float(logp[b, tok]), top))
             if tok in self.e.stop_ids:
                 self.done[i], self.reason[i] = True, "stop"
-            elif self.requests[i].stop_seqs and self._hit_stop_seq(i):
+            elif self._hit_stop_seq(i):
                 self.done[i], self.reason[i] = True, "stop"
             elif len(self.generated[i]) >= self.limits[i]:
                 self.done[i] = True
@@ -587,10 +603,12 @@ class _Batch:
         return torch.tensor(out, dtype=torch.long, device=logits.device)
 
     def _hit_stop_seq(self, i: int) -> bool:
-        stops = self.requests[i].stop_seqs
-        tail = self.generated[i][-(max(len(s) for s in stops) + 4):]
-        text = self.e.tokenizer.decode(tail, skip_special_tokens=True)
-        return any(s in text for s in stops)
+        """Whether a stop string has just appeared (the criteria matches those that end inside the last token)."""
+        criteria = self.stop_criteria[i]
+        if criteria is None:
+            return False
+        tail = self.generated[i][-criteria.maximum_token_len:]  # all the criteria reads
+        return bool(criteria(torch.tensor([tail]), None)[0])
 
     def _result(self, i: int) -> GenResult:
         r = self.requests[i]
@@ -615,7 +633,7 @@ class _Batch:
                     "tokens": tokens,
                     "projections": projections,
                     "prompt_last": vals[0] if vals else None,
-                    "response_mean": sum(projections) / len(projections) if projections else None,
+                    "response_mean": statistics.fmean(projections) if projections else None,
                 })
         return GenResult(
             token_ids=list(self.generated[i]),
@@ -628,15 +646,16 @@ class _Batch:
         )
 
 
-def _sample_row(logits: Any, temperature: float, top_p: float | None, top_k: int | None, generator: Any) -> Any:
-    scores = logits / temperature
-    if top_k is not None and 0 < top_k < scores.shape[-1]:
-        kth = scores.topk(top_k).values[-1]
-        scores = scores.masked_fill(scores < kth, -math.inf)
-    if top_p is not None and 0 < top_p < 1:
-        sorted_scores, order = scores.sort(descending=True)
-        cumulative = sorted_scores.softmax(-1).cumsum(-1)
-        drop = cumulative - sorted_scores.softmax(-1) >= top_p  # keep the smallest set whose mass reaches top_p
-        scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), -math.inf)
-    probs = scores.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)[0]
+def _warpers(request: GenRequest) -> Any:
+    """transformers' sampling warpers for one request, in `generate`'s order (temperature, top-k, top-p);
+    None for greedy. A top_k of 0 or a top_p outside (0, 1) leaves that filter off."""
+    if request.temperature <= 0:
+        return None
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(float(request.temperature))])
+    if request.top_k is not None and request.top_k > 0:
+        warpers.append(TopKLogitsWarper(request.top_k))
+    if request.top_p is not None and 0 < request.top_p < 1:
+        warpers.append(TopPLogitsWarper(request.top_p))
+    return warpers

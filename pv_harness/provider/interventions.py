@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import torch
 
+from pv_harness.errors import PvError
 from pv_harness.provider.layers import ModelLayers, check_layer
 from pv_harness.vectors.files import DEFAULT_KIND, VECTOR_KINDS, VectorCache, VectorError, vector_for
 
@@ -37,7 +38,7 @@ STEER_KEYS = {"vector", "layer", "coef", "positions", "op", "kind"}
 MONITOR_KEYS = {"vector", "layer", "kind"}
 
 
-class SteeringError(ValueError):
+class SteeringError(ValueError, PvError):
     """A steering or monitoring request that cannot be applied to this model."""
 
 
@@ -103,13 +104,17 @@ def _entries(entries: Any, what: str) -> list[Mapping[str, Any]]:
     return list(entries)
 
 
+def _known_keys(entry: Mapping[str, Any], what: str, allowed: set[str]) -> None:
+    unknown = set(entry) - allowed
+    if unknown:
+        raise SteeringError(f"unknown {what} key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
 def parse_steer(entries: Any, *, hidden: int, num_layers: int, cache: VectorCache | None = None) -> list[SteerSpec]:
     """Validate `extra_body["pv"]["steer"]` entries and load their vectors."""
     specs = []
     for entry in _entries(entries, "steer"):
-        unknown = set(entry) - STEER_KEYS
-        if unknown:
-            raise SteeringError(f"unknown steer key(s) {sorted(unknown)}; allowed: {sorted(STEER_KEYS)}")
+        _known_keys(entry, "steer", STEER_KEYS)
         vector, _, kind = _source(entry, "steer")
         layer = _layer(entry, "steer", num_layers)
         op = entry.get("op", "add")
@@ -133,9 +138,7 @@ def parse_monitor(entries: Any, *, hidden: int, num_layers: int,
     """Validate `extra_body["pv"]["monitor"]` entries and load their vectors."""
     specs = []
     for entry in _entries(entries, "monitor"):
-        unknown = set(entry) - MONITOR_KEYS
-        if unknown:
-            raise SteeringError(f"unknown monitor key(s) {sorted(unknown)}; allowed: {sorted(MONITOR_KEYS)}")
+        _known_keys(entry, "monitor", MONITOR_KEYS)
         vector, label, kind = _source(entry, "monitor")
         layer = _layer(entry, "monitor", num_layers)
         v = _resolve(vector, layer, kind, "monitor", hidden=hidden, num_layers=num_layers, cache=cache)
@@ -204,9 +207,9 @@ class Interventions:
             point.ablate = self._columns(by_op["ablate"], unit=True)
 
         mon: dict[tuple[int, str], list[tuple[int, int, MonitorSpec]]] = {}
-        for row, specs in enumerate(monitor):
-            for i, spec in enumerate(specs):
-                mon.setdefault(self._monitor_point(spec.layer), []).append((row, i, spec))
+        for row, monitors in enumerate(monitor):
+            for i, monitor_spec in enumerate(monitors):
+                mon.setdefault(self._monitor_point(monitor_spec.layer), []).append((row, i, monitor_spec))
         for key, items in mon.items():
             point = self._point(key)
             point.monitor_units = torch.stack([_unit(s.vector) for _, _, s in items]).to(self.device)

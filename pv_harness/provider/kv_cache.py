@@ -17,14 +17,14 @@ import torch
 
 
 @functools.cache
-def _cache_argument(cls: type) -> str:
+def _cache_argument(cls: type[torch.nn.Module]) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def with_cache(model: Any, cache: Any) -> dict[str, Any]:
     """Keyword arguments that hand `cache` to `model`'s forward under the name its version expects."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
-    return {_cache_argument(type(base)): cache}
+    return {_cache_argument(base.__class__): cache}
 
 
 def returned_cache(output: Any) -> Any:

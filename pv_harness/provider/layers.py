@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pv_harness.errors import PvError
+
 # Where the decoder blocks live, relative to the *ForCausalLM / *ForConditionalGeneration model.
 BLOCK_PATHS = (
     "model.layers",  # Llama, Qwen2/3, Mistral, Gemma 2/3 text, Phi-3, OLMo ...
@@ -28,7 +30,7 @@ BLOCK_PATHS = (
 NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_norm", "norm_f")
 
 
-class LayerDiscoveryError(ValueError):
+class LayerDiscoveryError(ValueError, PvError):
     """The model's decoder blocks could not be found."""
 
 

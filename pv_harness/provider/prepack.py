@@ -89,7 +89,7 @@ def prepack_linears(model: Any) -> int:
         if weight.data_ptr() not in cache:  # tied weights (embeddings / lm_head) are packed once
             cache[weight.data_ptr()] = torch.ops.mkldnn._reorder_linear_weight(weight, None)
         bias = module.bias.detach() if module.bias is not None else None
-        module.forward = functools.partial(_packed_forward, cache[weight.data_ptr()], bias)
+        module.forward = functools.partial(_packed_forward, cache[weight.data_ptr()], bias)  # type: ignore[method-assign]
     return len(linears)
 
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pv_harness.atomic import atomic_write_text
-from pv_harness.reports import figure_div, plotly_script
+from pv_harness.reports.pages import figure_html, write_page
 
 if TYPE_CHECKING:
     from pv_harness.vectors.extraction import ExtractionResult
 
 
 def write_extraction_report(result: ExtractionResult, path: str | Path) -> Path:
+    """The page beside the vector file: what extraction kept and dropped, and which layer separates best."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -42,15 +41,4 @@ def write_extraction_report(result: ExtractionResult, path: str | Path) -> Path:
         "judge": meta.get("judge") or "-",
         "vector file": str(result.path),
     }
-    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
-    path = Path(path)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Extraction: {html.escape(meta['trait'])}"
-            "</title><style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}"
-            "th{text-align:left;padding-right:1em;color:#555}</style>"
-            f"{plotly_script(path.parent)}</head><body>"
-            f"<h1>Persona vector: {html.escape(meta['trait'])}</h1><table>{table}</table>"
-            f"{figure_div(fig)}"
-            "<p>AUROC: how well the projection of held-out answers (re-encoded without the persona system "
-            "prompt) onto a vector fitted without their questions separates pos from neg. 0.5 is chance.</p>"
-            "</body></html>")
-    return atomic_write_text(path, page)
+    return write_page(path, "extraction.html", plotly=True, trait=meta["trait"], facts=facts, figure=figure_html(fig))

@@ -8,7 +8,6 @@ log into one page with a per-sample summary next to the judge score.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,67 +37,43 @@ def ansi_token(token: str, value: float, scale: float) -> str:
     return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m{token}\x1b[0m"
 
 
-def tokens_html(tokens: Sequence[str], values: Sequence[float], scale: float | None = None) -> str:
-    """One `<span>` per token, coloured, with the projection in its tooltip."""
-    scale = scale_of(values) if scale is None else scale
-    spans = []
-    for token, value in zip(tokens, values, strict=True):
-        r, g, b = colour(value, scale)
-        text = html.escape(token).replace("\n", "↵<br>")
-        spans.append(f'<span class="tok" style="background:rgb({r},{g},{b})" title="{value:+.3f}">{text}</span>')
-    return "".join(spans)
+def sample_view(label: str, monitor: dict[str, Any], scale: float | None = None) -> dict[str, Any]:
+    """One monitored answer as the `sample` macro of `templates/_monitor.html` draws it: each token with its colour.
+
+    An empty answer has no tokens and no response mean (None); a token without a projection stays uncoloured.
+    """
+    values = monitor["projections"]
+    scale = scale_of([v for v in values if v is not None]) if scale is None else scale
+    tokens = [{"text": token, "value": value, "rgb": colour(value, scale) if value is not None else NEUTRAL}
+              for token, value in zip(monitor["tokens"], values, strict=True)]
+    return {"label": label, "layer": monitor["layer"], "prompt_last": monitor["prompt_last"],
+            "response_mean": monitor["response_mean"], "tokens": tokens}
 
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>{head}
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
-.tok {{ font-family: ui-monospace, monospace; white-space: pre-wrap; border-radius: 2px; }}
-.sample {{ border: 1px solid #ddd; border-radius: 6px; padding: 0.8em; margin: 1em 0; line-height: 1.7; }}
-.meta {{ color: #666; font-size: 0.9em; margin-bottom: 0.4em; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 2px 10px; border-bottom: 1px solid #eee; text-align: right; }}
-.legend span {{ padding: 0 6px; }}
-</style></head><body>
-<h1>{title}</h1>
-<p class="legend">Projection of each generated token's activation on the unit persona vector:
-<span style="background:rgb(31,119,180);color:#fff">away from the trait</span>
-<span style="background:#fff;border:1px solid #ccc">0</span>
-<span style="background:rgb(214,39,40);color:#fff">towards the trait</span> (hover a token for its value).</p>
-{body}
-</body></html>
-"""
+def write_prompt_page(path: str | Path, title: str, prompt: str, label: str, monitor: dict[str, Any]) -> Path:
+    """The page `pv monitor --html` writes: one prompt and its monitored answer."""
+    from pv_harness.reports.pages import write_page
 
-
-def page(title: str, body: str, head: str = "") -> str:
-    return PAGE.format(title=html.escape(title), body=body, head=head)
-
-
-def sample_block(label: str, monitor: dict[str, Any], extra: str = "", scale: float | None = None) -> str:
-    meta = (f"layer {monitor['layer']} &middot; last prompt token {monitor['prompt_last']:+.3f} &middot; "
-            f"response mean {monitor['response_mean']:+.3f}{extra}")
-    return (f'<div class="sample"><div class="meta"><b>{html.escape(label)}</b> &middot; {meta}</div>'
-            f"{tokens_html(monitor['tokens'], monitor['projections'], scale)}</div>")
-
-
+    return write_page(path, "prompt_monitor.html", title=title, prompt=prompt, answer=sample_view(label, monitor),
+                      positive=POSITIVE, negative=NEGATIVE)
 
 
 def monitor_frame(log_path: str | Path) -> tuple[list[dict[str, Any]], dict]:
     """Per sample of an eval log: its `pv_monitor` entries, judge scores and a summary per entry."""
-    from inspect_ai.log import read_eval_log, read_eval_log_samples
+    from pv_harness.logs import judged_samples, read_header
 
-    from pv_harness.logs import COHERENCE_SCORER, TRAIT_SCORER, score_value
-
-    header = read_eval_log(str(log_path), header_only=True)
+    header = read_header(log_path)
     rows = []
-    for sample in read_eval_log_samples(str(log_path), all_samples_required=False):
+    for judged in judged_samples(log_path, header):
+        sample = judged.sample
         monitors = ((sample.output.metadata or {}) if sample.output else {}).get("pv_monitor") or []
         for index, monitor in enumerate(monitors):
             values = [v for v in monitor["projections"] if v is not None]
             rows.append({
                 "sample": f"{sample.id} (epoch {sample.epoch})", "monitor": index, "layer": monitor["layer"],
                 "mean": monitor["response_mean"], "max": max(values) if values else math.nan,
-                "prompt_last": monitor["prompt_last"], "trait_score": score_value(sample.scores, TRAIT_SCORER),
-                "coherence": score_value(sample.scores, COHERENCE_SCORER), "data": monitor,
+                "prompt_last": monitor["prompt_last"], "trait_score": judged.trait_score,
+                "coherence": judged.coherence, "data": monitor,
             })
     return rows, header.eval.metadata or {}
 
@@ -108,8 +83,7 @@ def write_monitor_report(log_path: str | Path, out: str | Path | None = None) ->
     import pandas as pd
     import plotly.graph_objects as go
 
-    from pv_harness.atomic import atomic_write_text
-    from pv_harness.reports import figure_div, plotly_script
+    from pv_harness.reports.pages import figure_html, table_html, write_page
 
     rows, meta = monitor_frame(log_path)
     if not rows:
@@ -120,7 +94,6 @@ def write_monitor_report(log_path: str | Path, out: str | Path | None = None) ->
     scored = frame.dropna(subset=["trait_score"])
     corr = {col: (float(scored[col].corr(scored["trait_score"])) if len(scored) > 2 else math.nan)
             for col in ("mean", "max", "prompt_last")}
-    corr_line = ", ".join(f"{k}: {'-' if math.isnan(v) else f'{v:+.2f}'}" for k, v in corr.items())
     fig = go.Figure()
     for col in ("mean", "prompt_last"):
         fig.add_trace(go.Scatter(x=scored[col], y=scored["trait_score"], mode="markers", name=col,
@@ -128,13 +101,9 @@ def write_monitor_report(log_path: str | Path, out: str | Path | None = None) ->
     fig.update_layout(title="Projection vs judge trait score", xaxis_title="projection", yaxis_title="trait score",
                       height=420)
     scale = scale_of([v for r in rows for v in r["data"]["projections"] if v is not None])
-    blocks = "".join(
-        sample_block(r["sample"], r["data"], extra=(f" &middot; judge {r['trait_score']:.0f}"
-                                                     if r["trait_score"] is not None else " &middot; unscored"),
-                     scale=scale)
-        for r in rows)
-    body = (f"<p>Trait: {html.escape(str(meta.get('trait', '?')))}. Pearson correlation with the judge's trait score "
-            f"({len(scored)} scored samples): {corr_line}.</p>"
-            f"{figure_div(fig) if len(scored) else ''}"
-            f"{frame.drop(columns=['monitor']).round(3).to_html(index=False, na_rep='-')}<h2>Tokens</h2>{blocks}")
-    return atomic_write_text(out, page(f"Token monitor: {Path(str(log_path)).name}", body, plotly_script(out.parent)))
+    samples = [{**sample_view(r["sample"], r["data"], scale), "judge": r["trait_score"]} for r in rows]
+    return write_page(out, "monitor.html", plotly=True, title=f"Token monitor: {Path(str(log_path)).name}",
+                      trait=str(meta.get("trait", "?")), scored=len(scored), correlations=corr,
+                      figure=figure_html(fig) if len(scored) else None,
+                      table=table_html(frame.drop(columns=["monitor"]).round(3)), samples=samples,
+                      positive=POSITIVE, negative=NEGATIVE)

@@ -3,16 +3,15 @@ the layer choice: the setting with the highest trait score whose mean coherence 
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from pv_harness.atomic import atomic_write_json, atomic_write_text
-from pv_harness.logs import COHERENCE_SCORER, TRAIT_SCORER, score_value
-from pv_harness.reports import figure_div, plotly_script
+from pv_harness.atomic import atomic_write_json
+from pv_harness.logs import judged_samples, read_header
+from pv_harness.reports.pages import figure_html, table_html, write_page
 
 DEFAULT_COHERENCE_FLOOR = 75.0
 
@@ -31,19 +30,17 @@ class LayerChoice:
 
 def sweep_frame(log_path: str | Path) -> tuple[pd.DataFrame, dict]:
     """One row per judged answer: layer, coef, trait score, coherence (NaN = unscored)."""
-    from inspect_ai.log import read_eval_log, read_eval_log_samples
-
-    header = read_eval_log(str(log_path), header_only=True)
+    header = read_header(log_path)
     meta = header.eval.metadata or {}
     if meta.get("pv_task") != "steering_sweep":
         raise ValueError(f"{log_path} is not a steering_sweep log")
     rows = []
-    for sample in read_eval_log_samples(str(log_path), all_samples_required=False):
+    for judged in judged_samples(log_path, header):
+        sample = judged.sample
         rows.append({
             "layer": int(sample.metadata["layer"]), "coef": float(sample.metadata["coef"]),
             "question_id": sample.metadata["question_id"], "epoch": sample.epoch,
-            "trait": score_value(sample.scores, TRAIT_SCORER),
-            "coherence": score_value(sample.scores, COHERENCE_SCORER),
+            "trait": judged.trait_score, "coherence": judged.coherence,
         })
     frame = pd.DataFrame(rows, columns=["layer", "coef", "question_id", "epoch", "trait", "coherence"])
     return frame.astype({"trait": float, "coherence": float}), meta
@@ -104,18 +101,8 @@ def write_sweep_report(log_path: str | Path, out: str | Path | None = None, *,
             choice_path = Path(choice.vector).with_suffix(".layer.json")
             atomic_write_json(choice_path, asdict(choice))
     out = Path(out) if out else Path(str(log_path)).with_suffix(".sweep.html")
-    verdict = (f"<p><b>Chosen layer: {choice.layer}</b> (coef {choice.coef:g}: trait {choice.trait_mean:.1f}, "
-               f"coherence {choice.coherence_mean:.1f} &ge; {floor:g})"
-               + (f"; written to <code>{html.escape(str(choice_path))}</code>" if choice_path else "") + "</p>"
-               if choice else f"<p><b>No layer chosen</b>: no steered setting kept mean coherence &ge; {floor:g}.</p>")
-    table = summary.round(2).to_html(index=False, na_rep="-")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Steering sweep: {html.escape(trait)}</title>"
-            "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}"
-            "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee}</style>"
-            f"{plotly_script(out.parent)}</head><body><h1>Steering sweep: {html.escape(trait)}</h1>{verdict}"
-            f"{figure_div(fig)}<h2>Per setting</h2>{table}"
-            f"<p>Log: <code>{html.escape(str(log_path))}</code></p></body></html>")
-    atomic_write_text(out, page)
+    write_page(out, "sweep.html", plotly=True, trait=trait, choice=choice, choice_path=choice_path, floor=floor,
+               figure=figure_html(fig), table=table_html(summary.round(2)), log=log_path)
     return out, choice, choice_path
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from pv_harness.errors import PvError
 from pv_harness.traits.model import (
     INSTRUCTION_PAIRS,
     PAPER_EVAL_DIR,
@@ -56,7 +57,7 @@ def default_generator() -> str:
     return os.environ.get(GENERATOR_ENV) or DEFAULT_GENERATOR
 
 
-class TraitGenerationError(RuntimeError):
+class TraitGenerationError(RuntimeError, PvError):
     """Every attempt produced an unusable definition; `attempts` holds each reply and its problems."""
 
     def __init__(self, message: str, attempts: list[Attempt] | None = None) -> None:
@@ -64,7 +65,7 @@ class TraitGenerationError(RuntimeError):
         self.attempts = attempts or []
 
 
-class DefinitionProblems(ValueError):
+class DefinitionProblems(ValueError, PvError):  # noqa: N818 - a public name users already catch
     """A reply that parsed (or not) but cannot become a trait; one line per problem."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pv_harness.atomic import atomic_write_json
+from pv_harness.errors import PvError
 
 INSTRUCTION_PAIRS = 5
 DEFAULT_QUESTIONS_PER_SPLIT = 20
@@ -25,7 +26,7 @@ PAPER_EXTRACT_DIR = "trait_data_extract"
 PAPER_EVAL_DIR = "trait_data_eval"
 
 
-class TraitError(ValueError):
+class TraitError(ValueError, PvError):
     """A trait that cannot be used, with where it came from and which field is wrong."""
 
     def __init__(self, message: str, *, source: str | None = None, trait: str | None = None,

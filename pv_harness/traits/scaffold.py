@@ -26,10 +26,11 @@ from typing import Any
 
 from pv_harness import __version__
 from pv_harness.atomic import atomic_write_json
+from pv_harness.errors import PvError
 from pv_harness.traits.model import Trait
 
 
-class ScaffoldError(RuntimeError):
+class ScaffoldError(RuntimeError, PvError):
     """The destination cannot take the package (it exists, or is not a folder)."""
 
 

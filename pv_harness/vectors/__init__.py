@@ -1,2 +1,3 @@
 """Stage 3, vectors: persona-vector files (`files`), pooled activations (`activations`), and extraction
-from collection logs (`extraction`). Torch loads only when a vector or a model does."""
+from collection logs (`extraction`, its default filter in `thresholds`). Torch loads only when a vector
+or a model does."""

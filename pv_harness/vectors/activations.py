@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from pv_harness.provider.kv_cache import continue_prompt, returned_cache
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 KINDS = ("response_avg", "prompt_avg", "prompt_last")
 LAYER_CONVENTION = (
@@ -35,7 +39,7 @@ class Encoded:
             raise ValueError("a conversation needs at least one prompt token and one answer token")
 
 
-def encode(tokenizer, prompt: str, answer: str) -> Encoded:
+def encode(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> Encoded:
     """Tokenise prompt+answer once and find the first token that holds answer characters."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("pooling needs a fast tokenizer (character offsets) to find the prompt/answer boundary")
@@ -91,7 +95,7 @@ def _lasts(hidden_states: Sequence[torch.Tensor], positions: torch.Tensor) -> to
 
 @torch.inference_mode()
 def pool(
-    model,
+    model: torch.nn.Module,
     items: Sequence[Encoded],
     *,
     pad_token_id: int,
@@ -128,7 +132,7 @@ def pool(
                 progress(len(indices))
 
 
-def _pool_whole(body, batch: Sequence[Encoded], pad_token_id: int) -> dict[str, torch.Tensor]:
+def _pool_whole(body: torch.nn.Module, batch: Sequence[Encoded], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Pool conversations run whole, side by side."""
     device = next(body.parameters()).device
     ids, mask = _right_padded([e.input_ids for e in batch], pad_token_id)
@@ -143,8 +147,8 @@ def _pool_whole(body, batch: Sequence[Encoded], pad_token_id: int) -> dict[str, 
     return {k: v.cpu() for k, v in pooled.items()}
 
 
-def _pool_shared(body, prompt: tuple[int, ...], group: Sequence[Encoded], pad_token_id: int, batch_size: int,
-                 max_batch_tokens: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+def _pool_shared(body: torch.nn.Module, prompt: tuple[int, ...], group: Sequence[Encoded], pad_token_id: int,
+                 batch_size: int, max_batch_tokens: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """Pool conversations with the same prompt tokens: the prompt once, then the answers over its KV cache."""
     device = next(body.parameters()).device
     n = len(prompt)

@@ -12,24 +12,28 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from pv_harness import plugin_manager
-from pv_harness.logs import CollectedAnswer, log_path
+from pv_harness.errors import PvError
+from pv_harness.logs import CollectedAnswer, find_collection_logs
 from pv_harness.provider.engine import Engine
 from pv_harness.vectors import activations
 from pv_harness.vectors.files import VectorFile, save_vectors
+from pv_harness.vectors.thresholds import DEFAULT_COHERENCE, DEFAULT_THRESHOLD
 
-DEFAULT_THRESHOLD = 50.0
-DEFAULT_COHERENCE = 50.0
+if TYPE_CHECKING:
+    from pv_harness.default_plugins.extraction import ExtractionMethod
 
 
-class TooFewPairs(RuntimeError):
+class TooFewPairs(RuntimeError, PvError):  # noqa: N818 - a public name users already catch
     """Not enough effective pairs to trust a mean difference."""
 
 
@@ -49,6 +53,13 @@ class Selection:
     def summary(self) -> str:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items())) or "none"
         return f"kept {len(self.pos)} pos / {len(self.neg)} neg ({self.mode} filter); dropped: {reasons}"
+
+
+def _side(answer: CollectedAnswer) -> str:
+    """`pos` or `neg`; an answer from a log without polarity (a detection eval) cannot be paired."""
+    if answer.polarity not in ("pos", "neg"):
+        raise ValueError(f"sample {answer.sample_id!r} has no pos/neg polarity: extraction needs persona_collect logs")
+    return answer.polarity
 
 
 def _key(answer: CollectedAnswer) -> tuple:
@@ -88,16 +99,17 @@ def select(
     if mode == "independent":
         kept: dict[str, list[CollectedAnswer]] = {"pos": [], "neg": []}
         for answer in answers:
-            problem = _problem(answer, wants[answer.polarity], coherence)
+            side = _side(answer)
+            problem = _problem(answer, wants[side], coherence)
             if problem:
                 dropped[problem] += 1
             else:
-                kept[answer.polarity].append(answer)
+                kept[side].append(answer)
         return Selection(kept["pos"], kept["neg"], dropped, mode)
 
     by_side: dict[str, dict[tuple, CollectedAnswer]] = {"pos": {}, "neg": {}}
     for answer in answers:
-        by_side[answer.polarity][_key(answer)] = answer
+        by_side[_side(answer)][_key(answer)] = answer
     pos, neg = [], []
     for key in sorted(by_side["pos"].keys() | by_side["neg"].keys()):
         p, n = by_side["pos"].get(key), by_side["neg"].get(key)
@@ -126,8 +138,7 @@ def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
     """P(score of a random pos > score of a random neg), ties counted half (Mann-Whitney)."""
     if not pos or not neg:
         return math.nan
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+    return statistics.fmean((p > n) + 0.5 * (p == n) for p in pos for n in neg)
 
 
 @dataclass
@@ -143,15 +154,16 @@ def default_batch_size(engine: Engine) -> int:
     return 1 if engine.device.type == "cpu" else 8
 
 
-def _pool_into(method, engine: Engine, answers: Sequence[CollectedAnswer], *, system_prompt: bool,
-               batch_size: int, progress) -> dict[str, dict[str, torch.Tensor]] | None:
+def _pool_into(method: ExtractionMethod | None, engine: Engine, answers: Sequence[CollectedAnswer], *,
+               system_prompt: bool, batch_size: int,
+               progress: Callable[[int], None]) -> dict[str, dict[str, torch.Tensor]] | None:
     """Feed answers to an extraction method (or, with none, return the pooled vectors per polarity).
 
     The prompt is rendered by the same code the `pv/` provider generated with (`Engine.chat_text`).
     """
     encoded = [activations.encode(engine.tokenizer, engine.chat_text(a.messages(system_prompt)), a.answer)
                for a in answers]
-    keep = {} if method is None else None
+    keep: dict[str, dict[str, list[torch.Tensor]]] = {}
     for indices, pooled in activations.pool(engine.model, encoded, pad_token_id=engine.pad_id,
                                             batch_size=batch_size, progress=progress):
         for polarity in ("pos", "neg"):
@@ -164,7 +176,7 @@ def _pool_into(method, engine: Engine, answers: Sequence[CollectedAnswer], *, sy
             else:
                 for kind, t in part.items():
                     keep.setdefault(polarity, {}).setdefault(kind, []).append(t)
-    if keep is None:
+    if method is not None:
         return None
     return {pol: {kind: torch.cat(ts) for kind, ts in kinds.items()} for pol, kinds in keep.items()}
 
@@ -218,9 +230,10 @@ def extract(
             "trait threshold (--threshold 40), a lower coherence floor, the independent filter, "
             "or sharper pos/neg instructions for this trait."
         )
-    factories = plugin_manager.extraction_methods()
-    if method not in factories:
-        raise ValueError(f"unknown extraction method {method!r}; registered: {', '.join(factories)}")
+    methods = plugin_manager.collected(plugin_manager.EXTRACTION_METHODS)
+    if method not in methods.named:
+        raise ValueError(methods.problem(method))
+    factory = methods.named[method]
 
     kept = selection.pos + selection.neg
     held = holdout_questions(kept, holdout)
@@ -234,7 +247,7 @@ def extract(
         bar = tqdm(total=len(kept) + sum(a.question_id in held for a in kept), desc="pooling activations",
                    unit="answer", leave=False)
         progress = bar.update
-    full, train = factories[method](), factories[method]() if held else None
+    full, train = factory(), factory() if held else None
     train_part = [a for a in kept if a.question_id not in held]
     held_part = [a for a in kept if a.question_id in held]
     # one forward pass over the training share feeds both the final and the train-only vectors
@@ -285,45 +298,6 @@ class _Tee:
 # --- from logs ------------------------------------------------------------------------------------
 
 
-def local_model_path(model: str) -> str:
-    """`pv/<alias|folder|hub id>` or `hf/<folder|hub id>` (or a bare one) -> what transformers loads."""
-    from pv_harness import models
-
-    provider, _, name = model.partition("/")
-    if provider in ("pv", "hf") and name:
-        return models.resolve(name)
-    if provider in ("openai", "anthropic", "google", "vllm", "together", "grok", "mockllm") and name:
-        raise ValueError(f"activations need the model's weights; {model!r} is an API model. "
-                         "Pass --model pv/<local folder or hub id> for the same model run locally.")
-    return models.resolve(model)
-
-
-def model_slug(model: str) -> str:
-    name = model.split("/", 1)[1] if model.split("/", 1)[0] in ("pv", "hf") else model
-    return Path(name).name if Path(name).is_absolute() else name.replace("/", "__")
-
-
-def find_collection_logs(log_dir: str | Path, trait: str, model: str | None = None) -> list[str]:
-    """The newest successful `persona_collect` extract-version logs covering pos and neg for a trait."""
-    from inspect_ai.log import list_eval_logs, read_eval_log
-
-    newest: dict[str, str] = {}
-    for info in list_eval_logs(str(log_dir), descending=True):
-        header = read_eval_log(info, header_only=True)
-        meta = header.eval.metadata or {}
-        if (header.status != "success" or meta.get("pv_task") != "persona_collect" or meta.get("trait") != trait
-                or meta.get("version", "extract") != "extract" or (model and header.eval.model != model)):
-            continue
-        polarity = meta.get("polarity")
-        for side in ("pos", "neg") if polarity == "both" else (polarity,):
-            newest.setdefault(side, log_path(header.location))
-    missing = [p for p in ("pos", "neg") if p not in newest]
-    if missing:
-        raise FileNotFoundError(f"no finished persona_collect log for trait {trait!r} with polarity "
-                                f"{' and '.join(missing)} in {log_dir}" + (f" for model {model}" if model else ""))
-    return sorted(set(newest.values()))
-
-
 def extract_from_logs(
     logs: Sequence[str] = (),
     *,
@@ -341,6 +315,7 @@ def extract_from_logs(
     `logs` are persona_collect logs (pos, neg, or both in one); or give `log_dir` and `trait` to use
     the newest ones there.
     """
+    from pv_harness import models
     from pv_harness.logs import read_collection_log
     from pv_harness.reports.extraction import write_extraction_report
     from pv_harness.vectors.files import export_pt as write_pt
@@ -357,15 +332,16 @@ def extract_from_logs(
     answers = [a for lg in read for a in lg.answers]
     sides = {a.polarity for a in answers}
     if sides != {"pos", "neg"}:
-        raise ValueError(f"need both pos and neg answers; the logs hold only {sorted(sides) or 'none'}")
+        held = sorted(str(side) for side in sides) or "none"
+        raise ValueError(f"need both pos and neg answers; the logs hold only {held} (give persona_collect logs)")
     subjects = {lg.model for lg in read}
     if model is None:
         if len(subjects) != 1:
             raise ValueError(f"the logs come from different models {sorted(subjects)}; pass --model")
         model = next(iter(subjects))
     log(f"{len(answers)} answers from {len(read)} log(s); trait {trait}, model {model}")
-    engine = Engine.load(local_model_path(model), device=device)
-    out = Path(out) if out else Path("vectors") / model_slug(model) / f"{trait}.safetensors"
+    engine = Engine.load(models.local_path(model), device=device)
+    out = Path(out) if out else Path("vectors") / models.slug(model) / f"{trait}.safetensors"
     graders = sorted({lg.grader for lg in read if lg.grader})
     result = extract(answers, model_name=model, engine=engine, out=out, trait=trait,
                      judge=", ".join(graders) or None, sources=[lg.path for lg in read], log=log, **options)

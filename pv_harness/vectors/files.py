@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pv_harness import __version__
 from pv_harness.atomic import atomic_write
+from pv_harness.errors import PvError
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +35,7 @@ META_KEY = "pv_harness"
 PT_SUFFIXES = (".pt", ".pth")
 
 
-class VectorError(ValueError):
+class VectorError(ValueError, PvError):
     """A vector could not be loaded, or does not fit the model."""
 
 
@@ -71,7 +72,7 @@ def _read(path: str | os.PathLike[str], kind: str | None = None) -> VectorFile:
         kind = kind or DEFAULT_KIND
         try:
             loaded: Any = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as ex:  # noqa: BLE001 - any failure here means "not a plain tensor file"
+        except Exception as ex:
             raise VectorError(f"{file} is not a tensor file that loads with weights_only=True: {ex}") from ex
         if isinstance(loaded, dict):
             if kind not in loaded:

@@ -1,0 +1,106 @@
+"""The pages: rendered from the templates in `pv_harness/reports/templates/` (one base layout, autoescaped),
+with no HTML written in Python, and robust to what real logs hold (an empty answer, unscored samples)."""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+from pathlib import Path
+
+from inspect_ai.log import EvalConfig, EvalDataset, EvalLog, EvalSample, EvalSpec, write_eval_log
+from inspect_ai.model import ModelOutput
+from inspect_ai.scorer import Score
+
+from pv_harness.reports.monitor import write_monitor_report, write_prompt_page
+from pv_harness.reports.pages import number
+from pv_harness.reports.run import write_run_page
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "pv_harness" / "reports" / "templates"
+
+
+def monitored(sample_id: int, tokens: list[str], projections: list[float], trait: float | None) -> EvalSample:
+    """A sample as the pv/ provider logs it: the answer's tokens and their projections in `pv_monitor`."""
+    output = ModelOutput.from_content("pv/tiny", "".join(tokens))
+    output.metadata = {"pv_monitor": [{
+        "layer": 2, "vector": "v", "kind": "response_avg_diff", "tokens": tokens, "projections": projections,
+        "prompt_last": 0.5, "response_mean": sum(projections) / len(projections) if projections else None}]}
+    scores = {"trait_judge": Score(value=float("nan") if trait is None else trait),
+              "coherence_judge": Score(value=90.0)}
+    return EvalSample(id=sample_id, epoch=1, input="q", target="", output=output, scores=scores)
+
+
+def write_log(path: Path, samples: list[EvalSample]) -> Path:
+    spec = EvalSpec(created="2025-01-01T00:00:00", task="trait_eval", model="pv/tiny", config=EvalConfig(),
+                    dataset=EvalDataset(samples=len(samples), sample_ids=[s.id for s in samples]),
+                    metadata={"trait": "evil"})
+    write_eval_log(EvalLog(status="success", eval=spec, samples=samples), str(path))
+    return path
+
+
+def test_monitor_page_shows_an_empty_answer(tmp_path: Path) -> None:
+    """An answer of no tokens has no response mean (None); the page says so instead of crashing."""
+    log = write_log(tmp_path / "m.eval", [monitored(1, [], [], 80.0), monitored(2, ["Hi", "!"], [1.0, -0.5], None)])
+    page = write_monitor_report(log, tmp_path / "m.html").read_text()
+    assert "<b>1 (epoch 1)</b> &middot; layer 2 &middot; last prompt token +0.500 &middot; response mean - " \
+           "&middot; judge 80</div></div>" in page
+    assert ('<span class="tok" style="background:rgb(214,39,40)" title="+1.000">Hi</span>'
+            '<span class="tok" style="background:rgb(143,187,218)" title="-0.500">!</span></div>') in page
+    assert "response mean +0.250 &middot; unscored" in page
+    assert (tmp_path / "plotly.min.js").exists()
+
+
+def test_pages_escape_what_comes_from_models_and_logs(tmp_path: Path) -> None:
+    monitor = {"layer": 1, "tokens": ["<b>", "\n"], "projections": [0.0, 2.0], "prompt_last": -1.0,
+               "response_mean": 1.0}
+    page = write_prompt_page(tmp_path / "p.html", "Token monitor: <v>", "say <script>", "pv/<m>", monitor).read_text()
+    assert "<title>Token monitor: &lt;v&gt;</title>" in page and "<b>Prompt:</b> say &lt;script&gt;</p>" in page
+    assert ('title="+0.000">&lt;b&gt;</span><span class="tok" style="background:rgb(214,39,40)" '
+            'title="+2.000">↵<br></span>') in page
+    assert "<script" not in page  # no plotly on this page, and the prompt's tag is text
+
+
+def test_run_page_shows_the_weak_judge_note_the_caller_gives(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = {"trait": "evil", "model": "pv/tiny", "grader": "pv/tiny", "vector": out / "v.safetensors", "layer": 2,
+            "vector_meta": {"pos_samples": 3, "neg_samples": 4, "filter": "paired"},
+            "collection": [{"polarity": "pos", "trait": 71.25, "coherence": None}],
+            "pages": {"steering sweep": out / "sweep.html"}, "logs_root": out / "logs"}
+    page = write_run_page(out, **args).read_text()
+    assert 'class="note"' not in page
+    assert "<li>pos: trait 71.2, coherence -</li>" in page and '<a href="sweep.html">steering sweep</a>' in page
+    assert "<li>kept 3 pos / 4 neg answers (paired filter)</li>" in page
+    page = write_run_page(out, **args, weak_judge_note="Scores from a <small> judge.").read_text()
+    assert '<p class="note">Scores from a &lt;small&gt; judge.</p>' in page
+
+
+def test_number_formats_missing_values_as_missing() -> None:
+    assert number(71.25, ".1f") == "71.2" and number(0.5, "+.3f") == "+0.500" and number(4.0, "g") == "4"
+    assert number(None, ".1f") == "-" and number(float("nan"), "+.2f") == "-" and number(None, ".3f", "n/a") == "n/a"
+
+
+def test_every_page_extends_the_one_base_layout() -> None:
+    pages = [p for p in TEMPLATES.glob("*.html") if p.name != "base.html" and not p.name.startswith("_")]
+    assert {p.name for p in pages} == {"extraction.html", "monitor.html", "prompt_monitor.html", "sweep.html",
+                                       "run.html", "organisms.html"}
+    for page in pages:
+        assert page.read_text().startswith('{% extends "base.html" %}'), page.name
+    assert sum("<style>" in p.read_text() for p in TEMPLATES.glob("*.html")) == 1
+
+
+STRING_TOKENS = {tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}  # f-strings split in 3.12
+HTML_TAG = re.compile(r"<(p|div|table|tr|td|th|span|h[1-6]|script|style|ul|li|a|b|i|code|br|button)[\s>]")
+
+
+def test_no_python_source_writes_html() -> None:
+    """Pages come from templates: no string literal in the project's Python holds an HTML tag."""
+    found = []
+    for folder in ("pv_harness", "tasks", "solvers", "scorers", "plugins", "datasets"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "build" in path.relative_to(ROOT).parts:
+                continue
+            for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+                if token.type in STRING_TOKENS and HTML_TAG.search(token.string):
+                    found.append(f"{path.relative_to(ROOT)}:{token.start[0]}")
+    assert not found
