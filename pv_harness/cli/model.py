@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from pv_harness import models
+from pv_harness.cli.fail import fail
 
 
 @click.group()
@@ -22,8 +21,7 @@ def install(alias: str, force: bool) -> None:
     try:
         path = models.install(alias, force=force, log=lambda msg: click.echo(msg, err=True))
     except models.ModelStoreError as ex:
-        click.secho(f"error: {ex}", fg="red", err=True)
-        sys.exit(1)
+        fail(str(ex))
     click.echo(str(path))
 
 

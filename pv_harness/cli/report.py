@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
+
+from pv_harness.cli.fail import fail
 
 
 @click.group()
@@ -25,8 +26,7 @@ def sweep(log: str, out: Path | None, floor: float) -> None:
     try:
         page, choice, choice_path = write_sweep_report(log, out, floor=floor)
     except (ValueError, FileNotFoundError) as ex:
-        click.secho(f"error: {ex}", fg="red", err=True)
-        sys.exit(1)
+        fail(str(ex))
     if choice:
         click.echo(f"layer {choice.layer} (coef {choice.coef:g}): trait {choice.trait_mean:.1f}, "
                    f"coherence {choice.coherence_mean:.1f}" + (f" -> {choice_path}" if choice_path else ""))
@@ -45,5 +45,4 @@ def monitor(log: str, out: Path | None) -> None:
     try:
         click.echo(str(write_monitor_report(log, out)))
     except (ValueError, FileNotFoundError) as ex:
-        click.secho(f"error: {ex}", fg="red", err=True)
-        sys.exit(1)
+        fail(str(ex))

@@ -3,7 +3,7 @@ training strength."""
 
 from __future__ import annotations
 
-import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,7 @@ def _order(strength: str) -> int:
 
 
 def _sd(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    m = sum(values) / len(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return statistics.stdev(values) if len(values) >= 2 else 0.0
 
 
 def write_results_page(path: Path, name: str, records: list[dict[str, Any]], shifts: dict[str, Any],
@@ -54,7 +51,7 @@ def write_results_page(path: Path, name: str, records: list[dict[str, Any]], shi
                 strengths = [strength for strength, _ in by_strength]
                 sfig.add_trace(go.Scatter(x=strengths, y=[shift["shift"] for _, shift in by_strength],
                                           mode="lines+markers", name=f"{vtrait} vector"))
-                means = [sum(shift["null"]) / len(shift["null"]) for _, shift in by_strength]
+                means = [statistics.fmean(shift["null"]) for _, shift in by_strength]
                 sds = [_sd(shift["null"]) for _, shift in by_strength]
                 sfig.add_trace(go.Scatter(x=strengths, y=means, error_y={"type": "data", "array": sds},
                                           mode="lines+markers", line={"dash": "dot"},
