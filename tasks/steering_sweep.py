@@ -4,9 +4,10 @@
         -T trait=evil -T vector=vectors/smollm2/evil.safetensors -T 'layers=[10,15,20]' -T 'coefs=[0,1,2]'
 
 Every sample carries its own steering in the generate config's `extra_body`, so one eval covers the
-whole grid (and each setting is part of inspect's cache key). Trait and coherence are judged as
-in the detection eval; metrics are grouped per setting (`L20 c1.5_mean`, ...). `pv report sweep
-LOG` plots them and picks the layer.
+whole grid (and each setting is part of inspect's cache key). Coefficient 0 is the same unsteered answer
+at every layer, so each question's baseline is generated once (setting `baseline`, layer None) and serves
+as every layer's coef-0 cell. Trait and coherence are judged as in the detection eval; metrics are grouped
+per setting (`baseline_mean`, `L20 c1.5_mean`, ...). `pv report sweep LOG` plots them and picks the layer.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pv_harness.tasks.persona import (
 )
 
 SETTING = "setting"
+BASELINE = "baseline"  # the setting of the unsteered answers, every layer's coef-0 cell
 
 
 def setting_label(layer: int, coef: float) -> str:
@@ -54,10 +56,12 @@ def _numbers(option: str, value: Any, cast: type) -> list:
 
 @solver
 def steered_generate(vector: str, positions: str) -> Solver:
-    """Generate with the sample's own (layer, coef) steering."""
+    """Generate with the sample's own (layer, coef) steering; a baseline sample (layer None) is unsteered."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         meta = state.metadata
+        if meta["layer"] is None:
+            return await generate(state)
         step = {"vector": vector, "layer": meta["layer"], "coef": meta["coef"], "positions": positions}
         return await generate(state, extra_body={"pv": {"steer": [step]}})
 
@@ -110,17 +114,16 @@ def steering_sweep(
     qs = definition.questions(version)
     if questions is not None:
         qs = qs[: _positive_int("questions", questions)]
-    samples = [
-        Sample(
-            id=f"{definition.name}_{q}_L{layer}_c{coef:g}",
-            input=question,
-            metadata={"trait": definition.name, "version": version, "question_id": q, "question": question,
-                      "layer": layer, "coef": coef, SETTING: setting_label(layer, coef), "system_prompt": None},
-        )
-        for layer in layer_list
-        for coef in coef_list
-        for q, question in enumerate(qs)
-    ]
+    def sample(q: int, question: str, layer: int | None, coef: float) -> Sample:
+        label = BASELINE if layer is None else setting_label(layer, coef)
+        return Sample(id=f"{definition.name}_{q}_{label.replace(' ', '_')}", input=question,
+                      metadata={"trait": definition.name, "version": version, "question_id": q, "question": question,
+                                "layer": layer, "coef": coef, SETTING: label, "system_prompt": None})
+
+    steered = [coef for coef in coef_list if coef != 0]
+    samples = [sample(q, question, None, 0.0) for q, question in enumerate(qs)] if len(steered) < len(coef_list) else []
+    samples += [sample(q, question, layer, coef) for layer in layer_list for coef in steered
+                for q, question in enumerate(qs)]
     return Task(
         dataset=MemoryDataset(samples, name=f"{definition.name}_steering_sweep"),
         setup=preflight(judge_mode, steering=True),

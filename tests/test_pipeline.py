@@ -49,14 +49,17 @@ def test_steering_sweep_end_to_end(tiny_model_dir: Path, vector_file: Path, tmp_
                        temperature=0),
         model=f"pv/{tiny_model_dir}", model_roles={"grader": hashed_judge()}, log_dir=str(tmp_path), display="none")
     assert log.status == "success", log.error
-    assert len(log.samples) == 2 * 2 * 2
+    # each question's unsteered baseline once (2), then 2 layers x coef 8 x 2 questions
+    assert len(log.samples) == 2 + 2 * 2
     steered = {(s.metadata["layer"], s.metadata["coef"], s.metadata["question_id"]): s.output.completion
                for s in log.samples}
-    # coef 0 leaves greedy output alone whatever the layer; a large coef changes it
-    assert steered[(1, 0.0, 0)] == steered[(3, 0.0, 0)]
-    assert steered[(1, 8.0, 0)] != steered[(1, 0.0, 0)] or steered[(3, 8.0, 0)] != steered[(3, 0.0, 0)]
+    assert sorted(k for k in steered if k[0] is None) == [(None, 0.0, 0), (None, 0.0, 1)]
+    assert all(e.config.extra_body is None for s in log.samples if s.metadata["layer"] is None
+               for e in s.events if e.event == "model" and e.role is None)  # the baseline is not steered
+    # a large coef changes greedy output
+    assert steered[(1, 8.0, 0)] != steered[(None, 0.0, 0)] or steered[(3, 8.0, 0)] != steered[(None, 0.0, 0)]
     metrics = log.results.scores[0].metrics
-    assert "L1 c8_mean" in metrics and "L3 c0_mean" in metrics
+    assert "L1 c8_mean" in metrics and "baseline_mean" in metrics and "L3 c0_mean" not in metrics
     assert log.eval.metadata["layers"] == [1, 3]
 
     frame, meta = sweep_frame(log.location)

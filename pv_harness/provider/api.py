@@ -27,6 +27,11 @@ inspect's model-call cache key (`-M` model args are not):
   prompt's KV cache; the most likely continuation is the completion. Usage counts the prompt and the scored
   tokens as input, and no output.
 
+Seeds: a run seed S (`--seed S`) becomes each sample's own seed, derived from (S, sample id, epoch) by
+`sample_seed`, so the n answers to one question differ, a rerun with S gives the same answers, and batching
+changes nothing (every request samples with its own generator). Outside a sample S is used as is. The log's
+model call records both (`seed`, `run_seed`).
+
 With no `temperature` in the config the model's own generation_config decides (greedy unless it sets
 do_sample). Tools are not supported. A chat template without a system role gets the system text
 prepended to the first user message.
@@ -35,6 +40,7 @@ prepended to the first user message.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
@@ -59,6 +65,23 @@ from pv_harness.errors import PvError
 PV_KEYS = {"steer", "monitor", "continuations", "end_of_turn"}
 DEFAULT_MAX_BATCH = 32
 DEFAULT_MAX_TOKENS = 2048
+
+
+def sample_seed(run_seed: int | None) -> int | None:
+    """The seed of this request: `run_seed` made the running sample's own, from (run seed, sample id, epoch).
+
+    inspect hands every request the same `--seed`; used as is, it would make the n answers to one question
+    (its epochs) copies of one answer.
+    """
+    if run_seed is None:
+        return None
+    from inspect_ai.log._samples import sample_active  # inspect's handle on the running sample
+
+    active = sample_active()
+    if active is None:
+        return run_seed
+    key = f"{run_seed}\x00{active.sample.id}\x00{active.epoch}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1  # a non-negative int64: any torch seed
 
 
 class PVRequestError(ValueError, PvError):
@@ -188,14 +211,15 @@ class PVModelAPI(ModelAPI):
             top_p=top_p,
             top_k=top_k,
             stop_seqs=list(config.stop_seqs or []),
-            seed=config.seed,
+            seed=sample_seed(config.seed),
             logprobs=bool(config.logprobs) or bool(config.top_logprobs),
             top_logprobs=config.top_logprobs,
             steer=steer,
             monitor=monitor,
         )
         request.update(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=gen.max_new_tokens,
-                       stop_seqs=gen.stop_seqs, seed=gen.seed, pv=options or None)
+                       stop_seqs=gen.stop_seqs, seed=gen.seed, run_seed=config.seed,
+                       pv=options or None)
         if gen.stop_seqs:
             try:  # built here, off the event loop, so that a bad stop string fails this request, not its batch
                 await asyncio.to_thread(engine.stop_criteria, gen.stop_seqs)

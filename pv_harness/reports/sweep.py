@@ -29,7 +29,10 @@ class LayerChoice:
 
 
 def sweep_frame(log_path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """One row per judged answer: layer, coef, trait score, coherence (NaN = unscored)."""
+    """One row per judged answer and layer: layer, coef, trait score, coherence (NaN = unscored).
+
+    A baseline answer (unsteered, layer None) is every swept layer's coef-0 cell, so it has a row per layer.
+    """
     header = read_header(log_path)
     meta = header.eval.metadata or {}
     if meta.get("pv_task") != "steering_sweep":
@@ -37,11 +40,13 @@ def sweep_frame(log_path: str | Path) -> tuple[pd.DataFrame, dict]:
     rows = []
     for judged in judged_samples(log_path, header):
         sample = judged.sample
-        rows.append({
-            "layer": int(sample.metadata["layer"]), "coef": float(sample.metadata["coef"]),
-            "question_id": sample.metadata["question_id"], "epoch": sample.epoch,
-            "trait": judged.trait_score, "coherence": judged.coherence,
-        })
+        layer = sample.metadata["layer"]
+        for row_layer in meta.get("layers", []) if layer is None else [layer]:
+            rows.append({
+                "layer": int(row_layer), "coef": float(sample.metadata["coef"]),
+                "question_id": sample.metadata["question_id"], "epoch": sample.epoch,
+                "trait": judged.trait_score, "coherence": judged.coherence,
+            })
     frame = pd.DataFrame(rows, columns=["layer", "coef", "question_id", "epoch", "trait", "coherence"])
     return frame.astype({"trait": float, "coherence": float}), meta
 
