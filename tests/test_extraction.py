@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from pv_harness.estimates import auroc
 from pv_harness.logs import CollectedAnswer
 from pv_harness.provider.engine import Engine
 from pv_harness.vectors import activations
-from pv_harness.vectors.extraction import TooFewPairs, auroc, extract, select
+from pv_harness.vectors.extraction import TooFewPairs, extract, select
 from pv_harness.vectors.files import export_pt, read_vectors
 
 
@@ -213,7 +214,7 @@ def test_too_few_pairs_is_explained(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_auroc() -> None:
-    assert auroc([3, 4], [1, 2]) == 1.0
-    assert auroc([1], [1]) == 0.5
-    assert auroc([1, 2], [3, 4]) == 0.0
-    assert math.isnan(auroc([], [1]))
+    assert auroc([3, 4], [1, 2]).value == 1.0
+    assert auroc([1], [1]).value == 0.5
+    assert auroc([1, 2], [3, 4]).value == 0.0
+    assert auroc([], [1]).value is None

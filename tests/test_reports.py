@@ -104,3 +104,14 @@ def test_no_python_source_writes_html() -> None:
                 if token.type in STRING_TOKENS and HTML_TAG.search(token.string):
                     found.append(f"{path.relative_to(ROOT)}:{token.start[0]}")
     assert not found
+
+
+def test_monitor_page_gives_each_correlation_its_n_and_interval(tmp_path: Path) -> None:
+    answers = [monitored(i, ["a", "b"], [0.1 * i, 0.2 * i], 10.0 * i + (5 if i % 2 else 0)) for i in range(1, 7)]
+    answers.append(monitored(7, ["c"], [0.3], None))  # unscored: not a pair
+    page = write_monitor_report(write_log(tmp_path / "m.eval", answers), tmp_path / "m.html").read_text()
+    assert "(6 scored samples; 95% intervals by\nFisher's z, none under 4 pairs)" in page
+    from pv_harness.estimates import correlation
+
+    r = correlation([0.15 * i for i in range(1, 7)], [10.0 * i + (5 if i % 2 else 0) for i in range(1, 7)])
+    assert f"mean: {r.value:+.2f} (95% CI {r.low:+.2f} to {r.high:+.2f}), n = 6;" in page

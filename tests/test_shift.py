@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from pv_harness import plugin_manager
 from pv_harness.cli import main
-from pv_harness.organisms.shift import compute_shift, load_engine, pearson, random_directions, screen, summarise
+from pv_harness.estimates import correlation
+from pv_harness.organisms.shift import compute_shift, load_engine, random_directions, screen, summarise
 
 LAYER = 2
 
@@ -91,8 +92,8 @@ def test_null_helpers() -> None:
     r = random_directions(16, 5, norm=3.0, seed=1)
     assert r.shape == (5, 16) and torch.allclose(r.norm(dim=1), torch.full((5,), 3.0))
     assert torch.equal(r, random_directions(16, 5, norm=3.0, seed=1))
-    assert pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
-    assert pearson([1, 2], [1, 2]) is None
+    assert correlation([1, 2, 3, 4], [2, 4, 6, 8]).value == pytest.approx(1.0)
+    assert correlation([1, 2], [1, 2]).value is None
 
 
 def test_screening_equals_hand_computation(tiny_model_dir: Path, vector_file: Path) -> None:

@@ -106,6 +106,9 @@ def results_command(config: str, out: str | None) -> None:
         click.echo(res["table"].to_string())
     for trait, c in res["data"]["shift_correlation"].items():
         r = "n/a" if c["pearson"] is None else f"{c['pearson']:.3f}"
+        low, high = c.get("pearson_ci") or (None, None)
+        r += "" if low is None else f" (95% CI {low:+.2f} to {high:+.2f})"
+        r += " (too few models for an interval)" if low is None and c["models"] < 4 else ""
         frac = c["null_fraction_as_large"]
         click.echo(f"shift vs {trait} score: r = {r} over {c['models']} models"
                    + ("" if frac is None else f"; random directions as large: {frac:.0%}"))

@@ -444,7 +444,7 @@ class Experiment:
     def results(self) -> dict[str, Any]:
         import pandas as pd
 
-        from pv_harness.organisms.shift import pearson
+        from pv_harness.estimates import correlation
         from pv_harness.reports.organisms import write_results_page
         from pv_harness.scorers.judge import weak_grader_note
 
@@ -460,11 +460,13 @@ class Experiment:
                 xs = [shifts[name][trait]["shift"] for name, _ in rows]
                 ys = [score for _, score in rows]
                 k = self.cfg.shift.random_directions  # type: ignore[union-attr]
-                null_rs = [pearson([shifts[name][trait]["null"][i] for name, _ in rows], ys) for i in range(k)]
+                null_rs = [correlation([shifts[name][trait]["null"][i] for name, _ in rows], ys).value
+                           for i in range(k)]
                 null = [abs(c) for c in null_rs if c is not None]
-                r = pearson(xs, ys)
+                estimate = correlation(xs, ys)
+                r = estimate.value
                 as_large = statistics.fmean(c >= abs(r) for c in null) if null and r is not None else None
-                correlations[trait] = {"pearson": r, "models": len(rows),
+                correlations[trait] = {"pearson": r, "pearson_ci": [estimate.low, estimate.high], "models": len(rows),
                                        "null_mean_abs": statistics.fmean(null) if null else None,
                                        "null_fraction_as_large": as_large}
         data = {"experiment": self.cfg.name, "config": str(self.path), "grader": self.grader, "records": records,

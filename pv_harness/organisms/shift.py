@@ -15,7 +15,6 @@ vector itself): if the trait direction is special, its shifts track the trait sc
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,18 +128,6 @@ def compute_shift(base: str, model: str, vector: str | Path, *, layer: int | Non
     return ShiftResult(base=base, model=model, trait=trait, layer=layer, shift=projection_shift(b[layer], m[layer], v),
                        base_projection=float(b[layer] @ u), model_projection=float(m[layer] @ u),
                        questions=len(questions))
-
-
-def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Pearson's r over the pairs where both values are finite; None under 3 pairs or for a constant side."""
-    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None
-             and math.isfinite(x) and math.isfinite(y)]
-    if len(pairs) < 3:
-        return None
-    try:
-        return statistics.correlation([x for x, _ in pairs], [y for _, y in pairs])
-    except statistics.StatisticsError:  # a constant side has no correlation
-        return None
 
 
 # --- data screening -------------------------------------------------------------------------------------

@@ -11,6 +11,18 @@ if TYPE_CHECKING:
     from pv_harness.vectors.extraction import ExtractionResult
 
 
+def _best_layer(row: dict) -> str:
+    """The layer with the highest held-out AUROC, with its 95% interval and n (older files lack them)."""
+    text = f"{row['layer']} (AUROC {row['heldout_auroc']:.3f}"
+    low, high = row.get("heldout_auroc_ci") or (None, None)
+    if low is not None and high is not None:
+        text += f", 95% CI {low:.2f} to {high:.2f} (Hanley-McNeil)"
+    counts = row.get("heldout_n")
+    if counts:
+        text += f", n = {counts['pos']} pos + {counts['neg']} neg held-out answers"
+    return text + "; best of every layer, so optimistic)"
+
+
 def write_extraction_report(result: ExtractionResult, path: str | Path) -> Path:
     """The page beside the vector file: what extraction kept and dropped, and which layer separates best."""
     import plotly.graph_objects as go
@@ -37,7 +49,7 @@ def write_extraction_report(result: ExtractionResult, path: str | Path) -> Path:
         "kept": f"{meta['pos_samples']} pos, {meta['neg_samples']} neg",
         "dropped": ", ".join(f"{n} {k}" for k, n in sorted(meta["dropped"].items())) or "none",
         "held-out questions": ", ".join(map(str, meta["heldout_questions"])) or "none",
-        "best held-out layer": f"{best['layer']} (AUROC {best['heldout_auroc']:.3f})" if best else "-",
+        "best held-out layer": _best_layer(best) if best else "-",
         "judge": meta.get("judge") or "-",
         "vector file": str(result.path),
     }

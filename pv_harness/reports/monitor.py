@@ -83,6 +83,7 @@ def write_monitor_report(log_path: str | Path, out: str | Path | None = None) ->
     import pandas as pd
     import plotly.graph_objects as go
 
+    from pv_harness.estimates import correlation
     from pv_harness.reports.pages import figure_html, table_html, write_page
 
     rows, meta = monitor_frame(log_path)
@@ -92,7 +93,7 @@ def write_monitor_report(log_path: str | Path, out: str | Path | None = None) ->
     out = Path(out) if out else Path(str(log_path)).with_suffix(".monitor.html")
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "data"} for r in rows])
     scored = frame.dropna(subset=["trait_score"])
-    corr = {col: (float(scored[col].corr(scored["trait_score"])) if len(scored) > 2 else math.nan)
+    corr = {col: correlation(frame[col].tolist(), frame["trait_score"].tolist())
             for col in ("mean", "max", "prompt_last")}
     fig = go.Figure()
     for col in ("mean", "prompt_last"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 
 from pv_harness import plugin_manager
 from pv_harness.errors import PvError
+from pv_harness.estimates import auroc
 from pv_harness.logs import CollectedAnswer, find_collection_logs
 from pv_harness.provider.engine import Engine
 from pv_harness.vectors import activations
@@ -134,13 +134,6 @@ def holdout_questions(answers: Sequence[CollectedAnswer], fraction: float, seed:
     return set(random.Random(seed).sample(questions, count))
 
 
-def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
-    """P(score of a random pos > score of a random neg), ties counted half (Mann-Whitney)."""
-    if not pos or not neg:
-        return math.nan
-    return statistics.fmean((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-
-
 @dataclass
 class ExtractionResult:
     path: Path
@@ -195,7 +188,10 @@ def _diagnostics(vectors: dict[str, torch.Tensor], train_vectors: dict[str, torc
             unit = direction / direction.norm().clamp_min(1e-12)
             pos = (heldout["pos"]["response_avg"][:, layer] @ unit).tolist()
             neg = (heldout["neg"]["response_avg"][:, layer] @ unit).tolist()
-            row["heldout_auroc"] = auroc(pos, neg)
+            estimate = auroc(pos, neg)
+            row["heldout_auroc"] = math.nan if estimate.value is None else estimate.value
+            row["heldout_auroc_ci"] = [estimate.low, estimate.high]
+            row["heldout_n"] = {"pos": len(pos), "neg": len(neg)}
         rows.append(row)
     return rows
 
