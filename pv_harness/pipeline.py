@@ -10,6 +10,7 @@ vector file already comes from the same logs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class RunResult:
     out: Path
     vector: Path
     layer: int
+    layer_note: str  # how `layer` was picked: the sweep's choice, or why there is none
     report: Path
     log_dir: Path
     pages: dict[str, Path]
@@ -123,11 +125,15 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
     pages["steering sweep"] = sweep_page
     if choice is not None:
         layer = choice.layer
+        layer_note = (f"layer {layer}, chosen by the sweep: coef {choice.coef:g} gave the highest mean trait score "
+                      f"with mean coherence >= {cfg.coherence_floor:g}")
         log(f"      chosen layer {layer} (coef {choice.coef:g})")
     else:
-        scored = [r for r in meta["diagnostics"] if r.get("heldout_auroc") is not None]
-        layer = max(scored, key=lambda r: r["heldout_auroc"])["layer"] if scored else layers[len(layers) // 2]
-        log(f"      no setting kept coherence >= {cfg.coherence_floor:g}; monitoring layer {layer} instead")
+        layer, by_auroc = fallback_layer(meta["diagnostics"], layers)
+        layer_note = (f"no layer chosen: no steered setting kept mean coherence >= {cfg.coherence_floor:g}; "
+                      f"monitored at swept layer {layer}"
+                      + (" (the best held-out AUROC of the swept layers)" if by_auroc else " (the middle one swept)"))
+        log(f"      {layer_note}")
 
     log(f"[4/4] monitored detection example at layer {layer}")
     monitor = {"pv": {"monitor": [{"vector": str(vector.resolve()), "layer": layer}]}}
@@ -137,12 +143,25 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
                                limit=cfg.monitor_samples, extra_body=monitor)
     pages["token monitor"] = write_monitor_report(log_path(monitor_log.location), out / "monitor.html")
 
-    report = write_run_report(out, cfg, vector, layer, pages, logs_root, grader,
+    report = write_run_report(out, cfg, vector, layer_note, pages, logs_root, grader,
                               [read_collection_log(p) for p in sources])
-    return RunResult(out=out, vector=vector, layer=layer, report=report, log_dir=logs_root, pages=pages)
+    return RunResult(out=out, vector=vector, layer=layer, layer_note=layer_note, report=report, log_dir=logs_root,
+                     pages=pages)
 
 
-def write_run_report(out: Path, cfg: RunConfig, vector: Path, layer: int, pages: dict[str, Path], logs_root: Path,
+def fallback_layer(diagnostics: list[dict], swept: list[int]) -> tuple[int, bool]:
+    """The layer to monitor when the sweep chose none: a layer it tried, never one it skipped.
+
+    The swept layer with the best held-out AUROC (and True), else the middle swept layer (and False).
+    """
+    scored = [r for r in diagnostics if r["layer"] in swept
+              and isinstance(r.get("heldout_auroc"), float) and math.isfinite(r["heldout_auroc"])]
+    if scored:
+        return int(max(scored, key=lambda r: r["heldout_auroc"])["layer"]), True
+    return swept[len(swept) // 2], False
+
+
+def write_run_report(out: Path, cfg: RunConfig, vector: Path, layer_note: str, pages: dict[str, Path], logs_root: Path,
                      grader: str, collect_logs: list[CollectionLog]) -> Path:
     """The page that links everything a run produced."""
     from pv_harness.reports.run import write_run_page
@@ -153,6 +172,6 @@ def write_run_report(out: Path, cfg: RunConfig, vector: Path, layer: int, pages:
     collection = [{"polarity": str(lg.polarity), "trait": lg.summary("trait").mean,
                    "coherence": lg.summary("coherence").mean} for lg in collect_logs]
     weak = weak_grader_note(grader)
-    return write_run_page(out, trait=cfg.trait, model=cfg.model, grader=grader, vector=vector, layer=layer,
+    return write_run_page(out, trait=cfg.trait, model=cfg.model, grader=grader, vector=vector, layer_note=layer_note,
                           vector_meta=meta, collection=collection, pages=pages, logs_root=logs_root,
                           weak_judge_note=weak)

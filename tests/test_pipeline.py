@@ -11,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 from inspect_ai import eval as inspect_eval
 from inspect_ai.log import list_eval_logs, read_eval_log
+from markupsafe import escape
 from pv_harness.scorers.testing import grader_output, mock_grader
 from pv_harness.tasks.steering_sweep import steering_sweep
 
 from pv_harness.cli import main
-from pv_harness.pipeline import RunConfig, run
+from pv_harness.pipeline import RunConfig, fallback_layer, run
 from pv_harness.reports.sweep import choose_layer, summarise, sweep_frame
 
 
@@ -84,6 +85,13 @@ def test_choose_layer_respects_the_coherence_floor() -> None:
     assert choose_layer(summary, floor=99) is None  # coef 0 never counts
 
 
+def test_without_a_choice_pv_run_monitors_a_swept_layer_never_an_untried_one() -> None:
+    diagnostics = [{"layer": 0}, {"layer": 1, "heldout_auroc": 0.6}, {"layer": 2, "heldout_auroc": 0.95},
+                   {"layer": 3, "heldout_auroc": 0.7}, {"layer": 4, "heldout_auroc": float("nan")}]
+    assert fallback_layer(diagnostics, [1, 3, 4]) == (3, True)  # layer 2 is best but was not swept
+    assert fallback_layer(diagnostics, [0, 4]) == (4, False)  # no finite AUROC among the swept: the middle one
+
+
 def test_pv_run_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path) -> None:
     cfg = RunConfig(trait="evil", model=f"pv/{tiny_model_dir}", grader=hashed_judge(), limit=10, max_tokens=6,
                     out=tmp_path, filter="independent", min_pairs=1, layers=[2], coefs=[0.0, 4.0],
@@ -91,6 +99,7 @@ def test_pv_run_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path) -> N
     result = run(cfg, log=lambda _: None)
     assert result.vector.exists() and result.report.exists()
     page = result.report.read_text()
+    assert result.layer in cfg.layers and str(escape(result.layer_note)) in page  # never a layer the sweep skipped
     for name in ("extraction", "steering sweep", "token monitor"):
         assert name in page and result.pages[name].exists()
     assert "inspect view --log-dir" in page
@@ -120,9 +129,13 @@ def test_pv_run_command_writes_its_files_and_a_second_run_does_nothing(tiny_mode
     out = tmp_path / f"evil-{tiny_model_dir.name}"
     vector = out / "vectors" / "evil.safetensors"
     logs = out / "logs"
-    assert first.stdout.splitlines()[-4:] == [
-        f"logs:    {logs}", f"vector:  {vector} (layer 2)", f"report:  {out / 'report.html'}",
-        f"view the logs: inspect view --log-dir {logs}"]
+    lines = first.stdout.splitlines()
+    assert lines[-5:-4] == [f"logs:    {logs}"] and lines[-4:-3] == [f"vector:  {vector}"]
+    assert lines[-2:] == [f"report:  {out / 'report.html'}", f"view the logs: inspect view --log-dir {logs}"]
+    chosen = vector.with_suffix(".layer.json").exists()  # the sweep's choice, written only when a setting qualified
+    assert lines[-3].startswith("layer:   layer 2, chosen by the sweep" if chosen
+                                else "layer:   no layer chosen: no steered setting kept mean coherence >= 75; "
+                                     "monitored at swept layer 2"), lines[-3]
     for page in ("report.html", "sweep.html", "monitor.html", "vectors/evil.report.html"):
         assert (out / page).is_file(), page
     assert {step: len(list((logs / step).glob("*.eval"))) for step in ("collect", "sweep", "monitor")} == {

@@ -63,7 +63,8 @@ def test_pages_escape_what_comes_from_models_and_logs(tmp_path: Path) -> None:
 
 def test_run_page_shows_the_weak_judge_note_the_caller_gives(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = {"trait": "evil", "model": "pv/tiny", "grader": "pv/tiny", "vector": out / "v.safetensors", "layer": 2,
+    args = {"trait": "evil", "model": "pv/tiny", "grader": "pv/tiny", "vector": out / "v.safetensors",
+            "layer_note": "no layer chosen: no steered setting kept mean coherence >= 75; monitored at swept layer 2",
             "vector_meta": {"pos_samples": 3, "neg_samples": 4, "filter": "paired"},
             "collection": [{"polarity": "pos", "trait": 71.25, "coherence": None}],
             "pages": {"steering sweep": out / "sweep.html"}, "logs_root": out / "logs"}
@@ -71,6 +72,8 @@ def test_run_page_shows_the_weak_judge_note_the_caller_gives(tmp_path: Path) -> 
     assert 'class="note"' not in page
     assert "<li>pos: trait 71.2, coherence -</li>" in page and '<a href="sweep.html">steering sweep</a>' in page
     assert "<li>kept 3 pos / 4 neg answers (paired filter)</li>" in page
+    assert ("<li>no layer chosen: no steered setting kept mean coherence &gt;= 75; "
+            "monitored at swept layer 2</li>") in page
     page = write_run_page(out, **args, weak_judge_note="Scores from a <small> judge.").read_text()
     assert '<p class="note">Scores from a &lt;small&gt; judge.</p>' in page
 

@@ -69,5 +69,5 @@ def run(trait: str, model: str, grader: str | None, n: int, limit: int, max_toke
         fail(str(ex), 2)
     except (ValueError, RuntimeError) as ex:
         fail(str(ex))
-    click.echo(f"\nlogs:    {result.log_dir}\nvector:  {result.vector} (layer {result.layer})\n"
+    click.echo(f"\nlogs:    {result.log_dir}\nvector:  {result.vector}\nlayer:   {result.layer_note}\n"
                f"report:  {result.report}\nview the logs: inspect view --log-dir {result.log_dir}")
