@@ -569,12 +569,12 @@ class _Batch:
         tokens = logits.argmax(-1)
         want_lp = [b for b, i in enumerate(rows) if self.logprobs[i] is not None and not self.done[i]]
         logp = torch.log_softmax(logits, dim=-1) if want_lp else None
+        no_ids = logits.new_empty((1, 0), dtype=torch.long)  # temperature, top-k and top-p read only the scores
         for b, i in enumerate(rows):
             warpers = self.warpers[i]
             if self.done[i] or warpers is None:
                 continue
-            seen = torch.tensor([self.requests[i].prompt_ids + self.generated[i]], device=logits.device)
-            probs = warpers(seen, logits[b:b + 1]).softmax(-1)
+            probs = warpers(no_ids, logits[b:b + 1]).softmax(-1)
             tokens[b] = torch.multinomial(probs, 1, generator=self.generators[i])[0, 0]
         chosen = tokens.tolist()
         out = []
