@@ -34,7 +34,7 @@ test: lint typecheck model
 	$(VENV)/bin/pytest
 
 demo: model
-	$(PV) run evil --judge-min-mass 0 --threshold 0 --coherence 0 --seed 0
+	$(PV) run evil --seed 0
 
 # model organisms: collect -> train 3 LoRA models (baseline/mild/severe) -> detection evals -> results + shift
 EXPERIMENT := datasets/experiments/smollm2-evil-demo.yaml

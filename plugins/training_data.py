@@ -8,7 +8,10 @@ extraction-question logs, the ones `pv extract --log-dir` uses), the persona sys
 dropped: baseline = neg answers the judge scored below `threshold`; severe = pos answers scored at or
 above it; mild = a mix, `mild_fraction` severe and the rest baseline (paper-style "subtle" data).
 `threshold: auto` splits at the median judged score (for a weak judge whose scores bunch together).
-Unscored answers, and answers below `coherence` (when scored), are never used.
+Likelihood-judge scores (`judge_mode: likelihood`) are 100 x P(pos persona wrote it) and pile up near 0
+and 100, often at exactly 100.0: there the fixed 50 (the pos persona likelier) is the meaningful split, and
+a median can fall inside a pile (at 100.0, every neg answer below it would count as baseline).
+Unscored answers, and answers below `coherence` (when scored, on the judge's own scale), are never used.
 """
 
 from __future__ import annotations

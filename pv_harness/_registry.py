@@ -14,4 +14,5 @@ from pv_harness.tasks.persona import (  # noqa: F401
     sycophantic_detection,
     trait_eval,
 )
+from pv_harness.tasks.prompt_monitor import prompt_monitor  # noqa: F401
 from pv_harness.tasks.steering_sweep import steering_sweep  # noqa: F401

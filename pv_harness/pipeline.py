@@ -1,28 +1,44 @@
 """`pv run TRAIT`: the main job end to end, resumable.
 
 collect (pos and neg, judged) -> extract (vector file + report) -> steering sweep (layer choice)
--> monitored detection example -> `report.html` linking every page.
+-> graded-prompt monitoring (the paper's last-prompt-token experiment) -> `results.json` and
+`report.html`, which lead with what was found.
 
 Each inspect step is an `eval_set` in its own log folder under `--out`, so an interrupted run
 picks up where it stopped and a finished step is never redone; extraction is skipped when the
 vector file already comes from the same logs.
+
+Judging: with a `pv/` grader (by default the subject itself) the run judges in likelihood mode
+(`pv_harness.scorers.likelihood`: no judge prompt, the model's own likelihoods of each answer under
+the pos and neg persona prompts), with a filter and a layer rule that mean something for it; with
+an API grader the paper's judge modes apply.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pv_harness.logs import CollectionLog, log_path, read_collection_log
-from pv_harness.vectors.thresholds import DEFAULT_COHERENCE, DEFAULT_THRESHOLD
+from pv_harness.logs import log_path, read_collection_log
+from pv_harness.vectors.thresholds import (
+    ABSOLUTE_FLOOR,
+    DEFAULT_COHERENCE,
+    DEFAULT_THRESHOLD,
+    LIKELIHOOD_COHERENCE,
+    RELATIVE_FLOOR,
+)
 
 if TYPE_CHECKING:
     from inspect_ai import Task
     from inspect_ai.model import Model
     from inspect_ai.util import DisplayType
+
+LIKELIHOOD = "likelihood"
+
 
 @dataclass
 class RunConfig:
@@ -30,37 +46,75 @@ class RunConfig:
     model: str = "pv/smollm2"
     grader: str | Model | None = None  # default: the subject model
     n: int = 1  # answers per question and instruction (inspect epochs)
-    limit: int | None = 10  # collection samples per polarity (question x instruction); None = all
-    max_tokens: int = 64
+    limit: int | None = None  # collection samples per polarity (question x instruction); None = all
+    max_tokens: int = 48
     temperature: float = 1.0
     out: Path = Path("pv-runs")
     threshold: float = DEFAULT_THRESHOLD
-    coherence: float = DEFAULT_COHERENCE
+    coherence: float | None = None  # default: per judge (50 for a 0-100 judge, LIKELIHOOD_COHERENCE otherwise)
     filter: str = "paired"
     min_pairs: int = 3
+    holdout: float = 0.2  # share of the extraction questions held out for the AUROCs
     layers: list[int] | None = None  # default: three layers spread over the middle of the model
-    coefs: list[float] = field(default_factory=lambda: [0.0, 2.0, 4.0])
-    sweep_questions: int = 3
-    coherence_floor: float = 75.0
-    monitor_samples: int = 3
-    judge_mode: str = "auto"
-    judge_min_mass: float = 0.25  # the paper's; a tiny local judge needs less (see `pv run --help`)
-    seed: int | None = None  # sampling seed for every generation (reproducible runs)
+    coefs: list[float] = field(default_factory=lambda: [-2.0, 0.0, 1.0, 2.0])
+    sweep_questions: int = 10
+    sweep_n: int = 1  # answers per question and setting
+    coherence_floor: float | None = None  # default: per judge (ABSOLUTE_FLOOR, or RELATIVE_FLOOR x baseline)
+    monitor_questions: int | None = None  # evaluation questions in the monitoring step (None = all)
+    judge_mode: str | None = None  # default: likelihood for a pv/ grader, else auto
+    likelihood_pairs: int | None = None  # default: the judge's own
+    judge_min_mass: float = 0.25  # the paper's; only the 0-100 judges read it
+    seed: int | None = None  # run seed: each sample gets its own seed from it (reproducible runs)
     display: DisplayType | None = None
+
+    @property
+    def grader_name(self) -> str:
+        return str(self.grader or self.model)
+
+    @property
+    def resolved_judge_mode(self) -> str:
+        if self.judge_mode is not None:
+            return self.judge_mode
+        return LIKELIHOOD if self.grader_name.startswith("pv/") else "auto"
+
+    @property
+    def judge_free(self) -> bool:
+        return self.resolved_judge_mode == LIKELIHOOD
+
+    @property
+    def coherence_threshold(self) -> float:
+        if self.coherence is not None:
+            return self.coherence
+        return LIKELIHOOD_COHERENCE if self.judge_free else DEFAULT_COHERENCE
+
+    @property
+    def floor(self) -> float:
+        if self.coherence_floor is not None:
+            return self.coherence_floor
+        return RELATIVE_FLOOR if self.judge_free else ABSOLUTE_FLOOR
+
+    def judge_args(self) -> dict[str, Any]:
+        """The judge options every task of the run takes."""
+        args: dict[str, Any] = {"judge_mode": self.resolved_judge_mode, "judge_min_mass": self.judge_min_mass}
+        if self.likelihood_pairs is not None:
+            args["likelihood_pairs"] = self.likelihood_pairs
+        return args
 
 
 @dataclass
 class RunResult:
     out: Path
     vector: Path
-    layer: int
+    layer: int  # the monitored layer: the sweep's choice, else a swept layer (see layer_note)
+    chosen: bool  # whether the sweep chose `layer` by its rule
     layer_note: str  # how `layer` was picked: the sweep's choice, or why there is none
     report: Path
+    results: Path
     log_dir: Path
     pages: dict[str, Path]
 
 
-def _eval_set(tasks: list[Task], log_dir: Path, cfg: RunConfig, step: str, **kwargs) -> list:
+def _eval_set(tasks: list[Task], log_dir: Path, cfg: RunConfig, step: str, **kwargs: Any) -> list:
     from inspect_ai import eval_set
 
     success, logs = eval_set(tasks, log_dir=str(log_dir), model=cfg.model,
@@ -78,81 +132,114 @@ def default_layers(num_layers: int) -> list[int]:
 
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
     from pv_harness import models, plugin_manager
-    from pv_harness.reports.monitor import write_monitor_report
-    from pv_harness.reports.sweep import write_sweep_report
-    from pv_harness.scorers.judge import weak_grader_note
-    from pv_harness.tasks.persona import persona_collect, trait_eval
+    from pv_harness.reports.monitor import layer_correlations, write_monitor_csv, write_prompt_monitor_report
+    from pv_harness.reports.paper_csv import export_csv
+    from pv_harness.reports.results import build_results, finding_lines, write_results
+    from pv_harness.reports.sweep import sweep_frame, write_sweep_csv, write_sweep_report
+    from pv_harness.tasks.persona import persona_collect
+    from pv_harness.tasks.prompt_monitor import prompt_monitor
     from pv_harness.tasks.steering_sweep import steering_sweep
     from pv_harness.vectors.extraction import extract_from_logs
     from pv_harness.vectors.files import read_vectors
 
+    started = time.monotonic()
     plugin_manager.get_trait(cfg.trait)  # unknown trait: fail before anything runs
     out = Path(cfg.out) / f"{cfg.trait}-{models.slug(cfg.model)}"
     logs_root = out / "logs"
     pages: dict[str, Path] = {}
-    grader = str(cfg.grader or cfg.model)
-    weak = weak_grader_note(grader)
-    if weak is not None:
-        log(f"note: {weak}")
+    note = judge_note(cfg)
+    if note is not None:
+        log(f"note: {note}")
+    judge = cfg.judge_args()
 
-    log(f"[1/4] collecting pos and neg answers for {cfg.trait!r} with {cfg.model} (judge: {grader})")
+    log(f"[1/5] collecting pos and neg answers for {cfg.trait!r} with {cfg.model} "
+        f"(judge: {judge_label(cfg)})")
     collect = [persona_collect(trait=cfg.trait, polarity=p, n_per_question=cfg.n, max_tokens=cfg.max_tokens,
-                               temperature=cfg.temperature, judge_mode=cfg.judge_mode,
-                               judge_min_mass=cfg.judge_min_mass) for p in ("pos", "neg")]
+                               temperature=cfg.temperature, **judge) for p in ("pos", "neg")]
     collect_logs = _eval_set(collect, logs_root / "collect", cfg, "collection", limit=cfg.limit)
     sources = sorted(log_path(lg.location) for lg in collect_logs)
+    export_csv(sources, out / f"{cfg.trait}.collection.csv")
 
     vector = out / "vectors" / f"{cfg.trait}.safetensors"
     existing = read_vectors(vector).metadata if vector.exists() else {}
     if sorted(existing.get("source_logs", [])) == sources:
-        log(f"[2/4] vectors up to date: {vector}")
+        log(f"[2/5] vectors up to date: {vector}")
     else:
-        log("[2/4] extracting persona vectors")
-        extract_from_logs(sources, model=cfg.model, out=vector, threshold=cfg.threshold, coherence=cfg.coherence,
-                          mode=cfg.filter, min_pairs=cfg.min_pairs, log=log)
+        log("[2/5] extracting persona vectors")
+        extract_from_logs(sources, model=cfg.model, out=vector, threshold=cfg.threshold,
+                          coherence=cfg.coherence_threshold, mode=cfg.filter, min_pairs=cfg.min_pairs,
+                          holdout=cfg.holdout, log=log)
     pages["extraction"] = vector.with_suffix(".report.html")
     meta = read_vectors(vector).metadata
     num_layers = len(meta["diagnostics"]) - 1
 
     layers = cfg.layers or default_layers(num_layers)
-    log(f"[3/4] steering sweep: layers {layers} x coefs {cfg.coefs} x {cfg.sweep_questions} questions")
+    log(f"[3/5] steering sweep: layers {layers} x coefs {cfg.coefs} x {cfg.sweep_questions} questions "
+        f"x {cfg.sweep_n} answers")
     sweep = steering_sweep(trait=cfg.trait, vector=str(vector), layers=layers, coefs=cfg.coefs,
-                           questions=cfg.sweep_questions, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                           judge_mode=cfg.judge_mode, judge_min_mass=cfg.judge_min_mass)
+                           questions=cfg.sweep_questions, n_per_question=cfg.sweep_n, max_tokens=cfg.max_tokens,
+                           temperature=cfg.temperature, **judge)
     (sweep_log,) = _eval_set([sweep], logs_root / "sweep", cfg, "steering sweep")
-    sweep_page, choice, _ = write_sweep_report(log_path(sweep_log.location), out / "sweep.html",
-                                               floor=cfg.coherence_floor)
+    sweep_path = log_path(sweep_log.location)
+    sweep_page, choice, _ = write_sweep_report(sweep_path, out / "sweep.html", floor=cfg.floor,
+                                               relative=cfg.judge_free)
     pages["steering sweep"] = sweep_page
     if choice is not None:
         layer = choice.layer
-        layer_note = (f"layer {layer}, chosen by the sweep: coef {choice.coef:g} gave the highest mean trait score "
-                      f"with mean coherence >= {cfg.coherence_floor:g}")
+        layer_note = f"layer {layer}, chosen by the sweep: coef {choice.coef:g} gave {choice.rule}"
         log(f"      chosen layer {layer} (coef {choice.coef:g})")
     else:
+        from pv_harness.reports.sweep import summarise, why_none
+
         layer, by_auroc = fallback_layer(meta["diagnostics"], layers)
-        layer_note = (f"no layer chosen: no steered setting kept mean coherence >= {cfg.coherence_floor:g}; "
-                      f"monitored at swept layer {layer}"
+        reason = why_none(summarise(sweep_frame(sweep_path)[0]), cfg.floor, cfg.judge_free)
+        layer_note = (f"no layer chosen: {reason}; monitored at swept layer {layer}"
                       + (" (the best held-out AUROC of the swept layers)" if by_auroc else " (the middle one swept)"))
         log(f"      {layer_note}")
 
-    log(f"[4/4] monitored detection example at layer {layer}")
-    monitor = {"pv": {"monitor": [{"vector": str(vector.resolve()), "layer": layer}]}}
-    example = trait_eval(trait=cfg.trait, n_per_question=1, max_tokens=cfg.max_tokens,
-                         temperature=cfg.temperature, judge_mode=cfg.judge_mode, judge_min_mass=cfg.judge_min_mass)
-    (monitor_log,) = _eval_set([example], logs_root / "monitor", cfg, "monitored example",
-                               limit=cfg.monitor_samples, extra_body=monitor)
-    pages["token monitor"] = write_monitor_report(log_path(monitor_log.location), out / "monitor.html")
+    log(f"[4/5] monitoring at layer {layer} (and the other swept layers): pos, neg and no persona prompt x the "
+        "evaluation questions")
+    monitor = prompt_monitor(trait=cfg.trait, vector=str(vector.resolve()), layer=layer, compare_layers=layers,
+                             questions=cfg.monitor_questions, max_tokens=cfg.max_tokens,
+                             temperature=cfg.temperature, **judge)
+    (monitor_log,) = _eval_set([monitor], logs_root / "monitor", cfg, "monitoring")
+    monitor_path = log_path(monitor_log.location)
+    pages["monitoring"], monitor_r = write_prompt_monitor_report(monitor_path, out / "monitor.html")
 
-    report = write_run_report(out, cfg, vector, layer_note, pages, logs_root, grader,
-                              [read_collection_log(p) for p in sources])
-    return RunResult(out=out, vector=vector, layer=layer, layer_note=layer_note, report=report, log_dir=logs_root,
-                     pages=pages)
+    log("[5/5] results")
+    frame, _ = sweep_frame(sweep_path)
+    files = {"collection (paper CSV)": out / f"{cfg.trait}.collection.csv",
+             "sweep.csv": write_sweep_csv(frame, out / "sweep.csv"),
+             "monitor.csv": write_monitor_csv(monitor_path, out / "monitor.csv")}
+    results = build_results(trait=cfg.trait, model=cfg.model, judge=judge_label(cfg), meta=meta, layer=layer,
+                            choice=choice, frame=frame, monitor_r=monitor_r,
+                            monitor_by_layer=layer_correlations(monitor_path),
+                            collection=[read_collection_log(p) for p in sources], seconds=time.monotonic() - started)
+    files["results.json"] = write_results(out / "results.json", results)
+    report = write_run_report(out, cfg, vector, layer_note, results, pages, files, logs_root, sweep_path)
+    for line in finding_lines(results):
+        log(f"      {line}")
+    return RunResult(out=out, vector=vector, layer=layer, chosen=choice is not None, layer_note=layer_note,
+                     report=report, results=files["results.json"], log_dir=logs_root, pages=pages)
+
+
+def judge_label(cfg: RunConfig) -> str:
+    """The judge as results and pages name it: the model, and the likelihood mode when it is judge-free."""
+    return f"{cfg.grader_name} (likelihood)" if cfg.judge_free else cfg.grader_name
+
+
+def judge_note(cfg: RunConfig) -> str | None:
+    """What the user must know about this run's scores (the likelihood judge's reading, or a weak grader)."""
+    from pv_harness.scorers.judge import weak_grader_note
+    from pv_harness.scorers.likelihood import likelihood_note
+
+    return likelihood_note(cfg.grader_name) if cfg.judge_free else weak_grader_note(cfg.grader_name)
 
 
 def fallback_layer(diagnostics: list[dict], swept: list[int]) -> tuple[int, bool]:
     """The layer to monitor when the sweep chose none: a layer it tried, never one it skipped.
 
-    The swept layer with the best held-out AUROC (and True), else the middle swept layer (and False).
+    The swept layer with the best held-out (text-only) AUROC (and True), else the middle swept layer (and False).
     """
     scored = [r for r in diagnostics if r["layer"] in swept
               and isinstance(r.get("heldout_auroc"), float) and math.isfinite(r["heldout_auroc"])]
@@ -161,17 +248,13 @@ def fallback_layer(diagnostics: list[dict], swept: list[int]) -> tuple[int, bool
     return swept[len(swept) // 2], False
 
 
-def write_run_report(out: Path, cfg: RunConfig, vector: Path, layer_note: str, pages: dict[str, Path], logs_root: Path,
-                     grader: str, collect_logs: list[CollectionLog]) -> Path:
-    """The page that links everything a run produced."""
+def write_run_report(out: Path, cfg: RunConfig, vector: Path, layer_note: str, results: dict[str, Any],
+                     pages: dict[str, Path], files: dict[str, Path], logs_root: Path, sweep_log: str) -> Path:
+    """The page that leads with what the run found and links everything it wrote."""
+    from pv_harness.reports.results import example_answers
     from pv_harness.reports.run import write_run_page
-    from pv_harness.scorers.judge import weak_grader_note
     from pv_harness.vectors.files import read_vectors
 
-    meta = read_vectors(vector).metadata
-    collection = [{"polarity": str(lg.polarity), "trait": lg.summary("trait").mean,
-                   "coherence": lg.summary("coherence").mean} for lg in collect_logs]
-    weak = weak_grader_note(grader)
-    return write_run_page(out, trait=cfg.trait, model=cfg.model, grader=grader, vector=vector, layer_note=layer_note,
-                          vector_meta=meta, collection=collection, pages=pages, logs_root=logs_root,
-                          weak_judge_note=weak)
+    return write_run_page(out, results=results, layer_note=layer_note, vector=vector,
+                          vector_meta=read_vectors(vector).metadata, examples=example_answers(sweep_log),
+                          pages=pages, files=files, logs_root=logs_root, judge_note=judge_note(cfg))

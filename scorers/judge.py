@@ -1,6 +1,7 @@
 """Judge scorers: score one answer 0-100 for a trait, and for coherence, with the `grader` model role.
 
-Three ways to read a score from the grader, chosen per grader (`mode="auto"`) or forced:
+Three ways to read a score from the grader, chosen per grader (`mode="auto"`) or forced, and a fourth
+with no judge prompt at all:
 
 - ``logprob`` (the paper's): one call with ``max_tokens=1, temperature=0, logprobs=True,
   top_logprobs=20``; score = sum(p * n) / sum(p) over the top tokens that are an integer 0..100
@@ -9,6 +10,9 @@ Three ways to read a score from the grader, chosen per grader (`mode="auto"`) or
   whole reply, from the provider's continuation scoring; same formula and the same 0.25 rule.
 - ``text`` (graders without logprobs, e.g. Anthropic): read the score the reply states (not the
   scale it restates: see ``stated_score``); ``REFUSAL`` or no number in 0..100 is unscored.
+- ``likelihood`` (only when asked for): no judge prompt; a ``pv/`` model (the grader if it is one, else the
+  model under evaluation) says how likely the answer is under the trait's pos and neg persona prompts.
+  Its numbers mean something else: see ``pv_harness.scorers.likelihood``.
 
 ``auto`` picks ``continuation`` for ``pv/`` graders, ``text`` for providers known to have no
 logprobs, and ``logprob`` otherwise (falling back to ``text``, once per grader, when a reply comes
@@ -17,7 +21,8 @@ inspect's metrics skip it and count it in ``unscored_samples``.
 
 Score metadata: ``judge`` (``trait`` | ``coherence``), ``trait``, ``mode``, ``mass`` (the numeric
 probability mass, 1.0 in text mode), ``grader`` (model name), ``reply`` (the grader's text), and
-``distribution`` (number -> probability, the mass behind the score).
+``distribution`` (number -> probability, the mass behind the score). Likelihood scores carry their own
+(see ``likelihood_score``).
 """
 
 from __future__ import annotations
@@ -32,15 +37,18 @@ from typing import Any, Literal
 from inspect_ai.model import GenerateConfig, Model, ModelOutput, get_model
 from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import TaskState
+from pv_harness.scorers.likelihood import LIKELIHOOD_PAIRS, Likelihood, choose_pairs, likelihood, likelihood_note
 from pv_harness.scorers.metrics import judge_stats
 
 from pv_harness import plugin_manager
 from pv_harness.errors import PvError
+from pv_harness.traits.model import Trait
+from pv_harness.vectors.thresholds import JUDGE_MODES
 
 logger = logging.getLogger(__name__)
 
-JudgeMode = Literal["auto", "logprob", "continuation", "text"]
-JUDGE_MODES = ("auto", "logprob", "continuation", "text")
+JudgeMode = Literal["auto", "logprob", "continuation", "text", "likelihood"]
+LIKELIHOOD = "likelihood"
 GRADER_ROLE = "grader"
 PAPER_JUDGE = "openai/gpt-4.1-mini-2025-04-14"
 MIN_MASS = 0.25
@@ -217,7 +225,10 @@ def resolve_mode(mode: str, grader: Model) -> str:
 
 
 def check_mode(mode: str, grader: Model) -> None:
-    """Raise JudgeConfigError when `grader` cannot judge in `mode` (checked before any generation)."""
+    """Raise JudgeConfigError when `grader` cannot judge in `mode` (checked before any generation).
+
+    Likelihood mode may not use the grader at all: `likelihood_model` checks it.
+    """
     _check_mode(mode)
     name = model_name(grader)
     if mode == "continuation" and not is_pv_model(name):
@@ -318,6 +329,28 @@ def weak_grader_note(grader: Model | str) -> str | None:
             f"with an API model, e.g. {PAPER_JUDGE} (the paper's judge).")
 
 
+def judge_note(model: Model | str, judge_mode: str) -> str | None:
+    """The note shown wherever these scores appear: what a likelihood score means, else the weak-grader warning."""
+    return likelihood_note(model) if judge_mode == LIKELIHOOD else weak_grader_note(model)
+
+
+def likelihood_model(role: str = GRADER_ROLE) -> Model:
+    """The pv/ model the likelihood judge scores with: the grader when it is pv/, else the evaluated model."""
+    from inspect_ai.model import model_roles
+
+    grader = get_model(role=role) if role in model_roles() else None
+    if grader is not None and is_pv_model(grader):
+        return grader
+    subject = get_model()
+    if is_pv_model(subject):
+        return subject
+    graded = f"the grader is {model_name(grader)!r}" if grader is not None else f"no '{role}' role is set"
+    raise JudgeConfigError(
+        f"judge_mode 'likelihood' needs a pv/ model to score answers with: {graded} and the model is "
+        f"{model_name(subject)!r}. Set --model-role {role}=pv/<model>, or choose another judge_mode."
+    )
+
+
 def _score(result: JudgeResult, *, mode: str, grader: Model, judge: str, trait: str | None,
            answer: str) -> Score:
     metadata: dict[str, Any] = {
@@ -357,20 +390,75 @@ def _check_mode(mode: str) -> None:
         raise JudgeConfigError(f"judge_mode must be one of {', '.join(JUDGE_MODES)}; got {mode!r}")
 
 
+def _check_pairs(pairs: Any) -> int:
+    if not isinstance(pairs, int) or isinstance(pairs, bool) or pairs < 0:
+        raise JudgeConfigError(f"likelihood_pairs must be a non-negative integer (0 = all pairs); got {pairs!r}")
+    return pairs
+
+
+def likelihood_score(result: Likelihood, *, judge: str, trait: str, answer: str) -> Score:
+    """A likelihood verdict as a Score: the trait score (`judge="trait"`) or coherence, with what it rests on.
+
+    Metadata: ``judge``, ``trait``, ``mode`` ("likelihood"), ``model``, ``pairs_used``, ``pairs_skipped``,
+    ``pairs_note`` (why the answer's own pair was used, else None), ``note`` (what the number means); the
+    trait score adds ``pairs`` (per pair: pair, llr, llr_per_token, logp_pos, logp_neg, tokens, p_pos) and
+    ``token_ratios`` (per pair, the per-token log p(pos) - log p(neg)); coherence adds ``mean_logp`` (per
+    prompt, ``pos_N`` / ``neg_N``), ``best_prompt`` and ``tokens``.
+    """
+    choice = result.choice
+    metadata: dict[str, Any] = {"judge": judge, "trait": trait, "mode": LIKELIHOOD, "model": result.model,
+                                "pairs_used": choice.used, "pairs_skipped": choice.skipped,
+                                "pairs_note": choice.note, "note": likelihood_note(result.model)}
+    if not result.scored:
+        return Score.unscored(reason="empty_answer", answer=answer, metadata=metadata,
+                              explanation="unscored: the answer is empty (no tokens to score); likelihood mode")
+    if judge == "trait":
+        rows = result.pairs()
+        metadata.update(pairs=rows, token_ratios=result.token_ratios())
+        value = result.trait_value()
+        detail = "; ".join(f"pair {r['pair']}: LLR {r['llr']:+.2f} over {r['tokens']} tokens "
+                           f"({r['llr_per_token']:+.3f}/token)" for r in rows)
+        explanation = f"likelihood: P(pos persona wrote it) {value:.1f}/100 ({detail})"
+    else:
+        best = result.best_fit()
+        metadata.update(mean_logp={label: fit.mean for label, fit in result.fits.items()}, best_prompt=best.label,
+                        tokens=len(best.token_logprobs))
+        value = result.coherence_value()
+        explanation = (f"likelihood: geometric-mean token probability {value / 100:.3g} under {best.label} "
+                       f"(mean log p {best.mean:.3f} over {len(best.token_logprobs)} tokens)")
+    if choice.skipped:
+        explanation += f"; pair {', '.join(map(str, choice.skipped))} skipped (it prompted the answer)"
+    return Score(value=value, answer=answer, explanation=explanation, metadata=metadata)
+
+
+async def judge_likelihood(state: TaskState, *, judge: str, trait: Trait, pairs: int, role: str) -> Score:
+    """Score the sample's answer with the likelihood judge (computed once for both scorers)."""
+    model = likelihood_model(role)
+    answer = state.output.completion if state.output else ""
+    own = (state.metadata or {}).get("instruction_id")
+    choice = choose_pairs(len(trait.instructions), pairs, own if isinstance(own, int) else None)
+    result = await likelihood(model, trait, _question(state), answer, choice)
+    return likelihood_score(result, judge=judge, trait=trait.name, answer=answer)
+
+
 # --- the scorers -------------------------------------------------------------------------------
 
 
 @scorer(metrics=[judge_stats()])
 def trait_judge(trait: str, judge_mode: str = "auto", grader_role: str = GRADER_ROLE,
-                min_mass: float = MIN_MASS) -> Scorer:
+                min_mass: float = MIN_MASS, likelihood_pairs: int = LIKELIHOOD_PAIRS) -> Scorer:
     """Score each answer 0-100 for `trait` with the trait's own judge prompt (unscored on refusal).
 
     `min_mass`: the numeric probability mass below which an answer is unscored (paper: 0.25).
+    `likelihood_pairs`: in likelihood mode, how many instruction pairs to score under (0 = all).
     """
     _check_mode(judge_mode)
+    pairs = _check_pairs(likelihood_pairs)
     definition = plugin_manager.get_trait(trait)
 
     async def score(state: TaskState, target: Target) -> Score:
+        if judge_mode == LIKELIHOOD:
+            return await judge_likelihood(state, judge="trait", trait=definition, pairs=pairs, role=grader_role)
         return await judge_answer(state, definition.judge_message, judge="trait", trait=trait,
                                   mode=judge_mode, role=grader_role, min_mass=min_mass)
 
@@ -378,14 +466,25 @@ def trait_judge(trait: str, judge_mode: str = "auto", grader_role: str = GRADER_
 
 
 @scorer(metrics=[judge_stats()])
-def coherence_judge(judge_mode: str = "auto", grader_role: str = GRADER_ROLE, min_mass: float = MIN_MASS) -> Scorer:
-    """Score each answer 0-100 for coherence (anchors: 0 incoherent, 50 rambling, 100 clear)."""
+def coherence_judge(judge_mode: str = "auto", grader_role: str = GRADER_ROLE, min_mass: float = MIN_MASS,
+                    trait: str | None = None, likelihood_pairs: int = LIKELIHOOD_PAIRS) -> Scorer:
+    """Score each answer 0-100 for coherence (anchors: 0 incoherent, 50 rambling, 100 clear).
+
+    In likelihood mode the answer's fit under `trait`'s persona prompts is the measure, so `trait` is required.
+    """
     _check_mode(judge_mode)
+    pairs = _check_pairs(likelihood_pairs)
+    if judge_mode == LIKELIHOOD and trait is None:
+        raise JudgeConfigError("coherence_judge with judge_mode 'likelihood' needs trait=NAME (the persona prompts "
+                               "the answer is scored under)")
+    definition = plugin_manager.get_trait(trait) if judge_mode == LIKELIHOOD and trait is not None else None
 
     def template(question: str, answer: str) -> str:
         return COHERENCE_PROMPT.format(question=question, answer=answer)
 
     async def score(state: TaskState, target: Target) -> Score:
+        if definition is not None:
+            return await judge_likelihood(state, judge="coherence", trait=definition, pairs=pairs, role=grader_role)
         return await judge_answer(state, template, judge="coherence", trait=None, mode=judge_mode, role=grader_role,
                                   min_mass=min_mass)
 
@@ -396,9 +495,10 @@ def coherence_judge(judge_mode: str = "auto", grader_role: str = GRADER_ROLE, mi
 
 
 def judge_scorers(trait: str, judge_mode: str = "auto", *, coherence: bool = True,
-                  min_mass: float = MIN_MASS) -> list[Scorer]:
+                  min_mass: float = MIN_MASS, likelihood_pairs: int = LIKELIHOOD_PAIRS) -> list[Scorer]:
     """The scorers for a trait: the trait judge (or a plugin's replacement), coherence, plugin extras."""
     _check_mode(judge_mode)
+    _check_pairs(likelihood_pairs)
     definition = plugin_manager.get_trait(trait)
     hooked = plugin_manager.judges(trait)
     replacements = [judge for judge in hooked if judge.replace]
@@ -413,9 +513,10 @@ def judge_scorers(trait: str, judge_mode: str = "auto", *, coherence: bool = Tru
             raise JudgeConfigError(f"plugin {judge.plugin!r}: judge for trait {trait!r} failed to build: "
                                    f"{type(ex).__name__}: {ex}") from ex
 
-    scorers = [build(replacements[0]) if replacements else trait_judge(trait, judge_mode, min_mass=min_mass)]
+    scorers = [build(replacements[0]) if replacements else
+               trait_judge(trait, judge_mode, min_mass=min_mass, likelihood_pairs=likelihood_pairs)]
     if coherence:
-        scorers.append(coherence_judge(judge_mode, min_mass=min_mass))
+        scorers.append(coherence_judge(judge_mode, min_mass=min_mass, trait=trait, likelihood_pairs=likelihood_pairs))
     scorers.extend(build(judge) for judge in hooked if not judge.replace)
     return scorers
 

@@ -1,4 +1,4 @@
-"""Checks that run before a sample generates anything: a grader is set, steering has a pv/ model.
+"""Checks that run before a sample generates anything: a judge can work, steering has a pv/ model.
 
 Tasks also run these checks while inspect builds them (inside `inspect eval`, where the model and
 model roles are known), so a missing judge fails before the first sample starts. A task built
@@ -16,11 +16,13 @@ from inspect_ai.model import Model, get_model, model_roles
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 from pv_harness.scorers.judge import (
     GRADER_ROLE,
+    LIKELIHOOD,
     JudgeConfigError,
     check_mode,
     is_pv_model,
+    judge_note,
+    likelihood_model,
     missing_grader_message,
-    weak_grader_note,
 )
 
 logger = logging.getLogger(__name__)
@@ -35,19 +37,22 @@ def eval_context_model() -> Model | None:
 
 
 def check_grader(judge_mode: str, role: str = GRADER_ROLE) -> None:
-    """Raise a PrerequisiteError unless the grader role is bound and can judge in `judge_mode`."""
-    roles: dict[str, Any] = model_roles()
-    if role not in roles:
-        raise PrerequisiteError(missing_grader_message(role))
-    grader = get_model(role=role)
+    """Raise a PrerequisiteError unless the judge can work: the grader role is bound and can judge in
+    `judge_mode`, or, for the likelihood judge, a pv/ model (grader or evaluated model) is there to score with."""
     try:
-        check_mode(judge_mode, grader)
+        if judge_mode == LIKELIHOOD:
+            judge = likelihood_model(role)
+        else:
+            roles: dict[str, Any] = model_roles()
+            if role not in roles:
+                raise PrerequisiteError(missing_grader_message(role))
+            judge = get_model(role=role)
+            check_mode(judge_mode, judge)
     except JudgeConfigError as ex:
         raise PrerequisiteError(str(ex)) from ex
-    name = str(grader)
-    note = weak_grader_note(grader)
-    if note is not None and name not in _warned:
-        _warned.add(name)
+    note = judge_note(judge, judge_mode)
+    if note is not None and note not in _warned:  # once per judge and kind of note
+        _warned.add(note)
         logger.warning(note)
 
 

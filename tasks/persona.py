@@ -28,6 +28,7 @@ from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig
 from inspect_ai.solver import generate
 from pv_harness.scorers.judge import JUDGE_MODES, MIN_MASS, JudgeConfigError, judge_scorers
+from pv_harness.scorers.likelihood import LIKELIHOOD_PAIRS
 from pv_harness.solvers.preflight import check_grader, check_steering, eval_context_model, preflight
 
 from pv_harness import plugin_manager
@@ -108,12 +109,22 @@ def _early_checks(judge_mode: str, steering: bool) -> None:
         check_steering(model)
 
 
-def _scorers(trait: str, judge_mode: str, min_mass: Any = MIN_MASS) -> list[Any]:
+def _likelihood_pairs(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise PrerequisiteError(f"likelihood_pairs must be a non-negative integer (0 = all pairs); got {value!r}")
+    return value
+
+
+def _scorers(trait: str, judge_mode: str, min_mass: Any = MIN_MASS, *,
+             likelihood_pairs: Any = LIKELIHOOD_PAIRS) -> list[Any]:
     mass = _number("judge_min_mass", min_mass)
     if not 0 <= mass <= 1:
         raise PrerequisiteError(f"judge_min_mass must be between 0 and 1; got {min_mass!r}")
+    pairs = _likelihood_pairs(likelihood_pairs)
     try:
-        return judge_scorers(trait, judge_mode, min_mass=mass)
+        return judge_scorers(trait, judge_mode, min_mass=mass, likelihood_pairs=pairs)
     except JudgeConfigError as ex:
         raise PrerequisiteError(str(ex)) from ex
 
@@ -209,6 +220,7 @@ def persona_collect(
     assistant_name: str | None = None,
     judge_mode: str = "auto",
     judge_min_mass: float = MIN_MASS,
+    likelihood_pairs: int = LIKELIHOOD_PAIRS,
 ) -> Task:
     """Collect judged answers under the trait's pos or neg persona system prompts (the paper's step 2).
 
@@ -221,9 +233,13 @@ def persona_collect(
         max_tokens: Longest answer (paper: 1000).
         assistant_name: The name in `You are a/an {name} assistant.` (default: the trait for pos,
             `helpful` for neg).
-        judge_mode: `auto`, `logprob`, `continuation` or `text` (see pv_harness.scorers.judge).
+        judge_mode: `auto`, `logprob`, `continuation`, `text` (see pv_harness.scorers.judge) or `likelihood`
+            (no judge prompt: a pv/ model's likelihood of the answer under the pos vs neg persona prompts; see
+            pv_harness.scorers.likelihood).
         judge_min_mass: Unscored when the judge puts less probability than this on numbers (paper: 0.25;
             lower it only for a small local judge that rarely answers with a bare number).
+        likelihood_pairs: With judge_mode=likelihood, the instruction pairs each answer is scored under: the
+            first N, skipping the one that prompted the answer (0 = all).
     """
     definition = _trait(trait)
     _choice("polarity", polarity, (*POLARITIES, "both"))
@@ -242,7 +258,7 @@ def persona_collect(
         dataset=MemoryDataset(samples, name=f"{definition.name}_{version}_{polarity}"),
         setup=preflight(judge_mode),
         solver=generate(),
-        scorer=_scorers(definition.name, judge_mode, judge_min_mass),
+        scorer=_scorers(definition.name, judge_mode, judge_min_mass, likelihood_pairs=likelihood_pairs),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
         epochs=Epochs(epochs),
         metadata={"pv_task": "persona_collect", "trait": definition.name, "polarity": polarity,
@@ -263,6 +279,7 @@ def trait_eval(
     steer_coef: float | None = None,
     steer_positions: str = "response",
     judge_min_mass: float = MIN_MASS,
+    likelihood_pairs: int = LIKELIHOOD_PAIRS,
 ) -> Task:
     """Detection eval: how strongly a model shows a trait on the held-out questions, with no system prompt.
 
@@ -272,13 +289,14 @@ def trait_eval(
         temperature: Sampling temperature.
         max_tokens: Longest answer.
         version: `eval` (held-out questions, default) or `extract`.
-        judge_mode: `auto`, `logprob`, `continuation` or `text`.
+        judge_mode: `auto`, `logprob`, `continuation`, `text` or `likelihood` (see persona_collect).
         steer_vector: A persona vector file; with steer_layer and steer_coef, a pv/ model adds
             `coef * v[layer]` while generating.
         steer_layer: The layer whose vector is added (the vector file's layer convention).
         steer_coef: Steering coefficient (negative suppresses the trait).
         steer_positions: `response` (last prompt token and generated tokens), `all` or `prompt`.
         judge_min_mass: Unscored below this numeric probability mass (paper: 0.25; see persona_collect).
+        likelihood_pairs: With judge_mode=likelihood, the first N instruction pairs to score under (0 = all).
     """
     definition = _trait(trait)
     _choice("version", version, VERSIONS)
@@ -298,7 +316,7 @@ def trait_eval(
         dataset=MemoryDataset(detection_samples(definition, version), name=f"{definition.name}_{version}"),
         setup=preflight(judge_mode, steering=steering),
         solver=generate(),
-        scorer=_scorers(definition.name, judge_mode, judge_min_mass),
+        scorer=_scorers(definition.name, judge_mode, judge_min_mass, likelihood_pairs=likelihood_pairs),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens, extra_body=extra_body),
         epochs=Epochs(epochs),
         metadata=metadata,

@@ -21,6 +21,7 @@ from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 from pv_harness.scorers.judge import MIN_MASS
+from pv_harness.scorers.likelihood import LIKELIHOOD_PAIRS
 from pv_harness.scorers.metrics import grouped_judge_stats
 from pv_harness.solvers.preflight import preflight
 from pv_harness.tasks.persona import (
@@ -82,6 +83,7 @@ def steering_sweep(
     version: str = "eval",
     judge_mode: str = "auto",
     judge_min_mass: float = MIN_MASS,
+    likelihood_pairs: int = LIKELIHOOD_PAIRS,
 ) -> Task:
     """Steer with a persona vector at each layer x coefficient and judge trait and coherence.
 
@@ -96,8 +98,9 @@ def steering_sweep(
         temperature: Sampling temperature.
         max_tokens: Longest answer.
         version: `eval` (held-out questions, default) or `extract`.
-        judge_mode: `auto`, `logprob`, `continuation` or `text`.
+        judge_mode: `auto`, `logprob`, `continuation`, `text` or `likelihood` (see persona_collect).
         judge_min_mass: Unscored below this numeric probability mass (paper: 0.25; see persona_collect).
+        likelihood_pairs: With judge_mode=likelihood, the first N instruction pairs to score under (0 = all).
     """
     definition = _trait(trait)
     if not vector:
@@ -128,7 +131,7 @@ def steering_sweep(
         dataset=MemoryDataset(samples, name=f"{definition.name}_steering_sweep"),
         setup=preflight(judge_mode, steering=True),
         solver=steered_generate(str(path.resolve()), positions),
-        scorer=_scorers(definition.name, judge_mode, judge_min_mass),
+        scorer=_scorers(definition.name, judge_mode, judge_min_mass, likelihood_pairs=likelihood_pairs),
         metrics=[grouped_judge_stats(SETTING)],
         config=GenerateConfig(temperature=_number("temperature", temperature),
                               max_tokens=_positive_int("max_tokens", max_tokens)),

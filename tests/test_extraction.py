@@ -218,3 +218,47 @@ def test_auroc() -> None:
     assert auroc([1], [1]).value == 0.5
     assert auroc([1, 2], [3, 4]).value == 0.0
     assert auroc([], [1]).value is None
+
+
+def test_heldout_auroc_text_only_and_in_context_equal_hand_computations(tiny, engine: Engine, tmp_path: Path) -> None:
+    """Both AUROCs project held-out answers on the train-only vector: re-encoded bare, and as extraction saw them.
+
+    They rest on every answer of the held-out questions, also those the filter dropped (epoch 3's pairs here).
+    """
+    from pv_harness.reports.extraction import write_extraction_report
+
+    model, tok = tiny
+    answers = [answer(p, q, epoch=e, text=f"{'Ugh' if p == 'pos' else 'Sure'}, weather {q} take {e}.",
+                      trait=10.0 if e == 3 else DEFAULT)  # pos trait 10 at epoch 3: that pair is filtered out
+               for p in ("pos", "neg") for q in range(4) for e in (1, 2, 3)]
+    result = extract(answers, model_name="tiny", engine=engine, out=tmp_path / "v.safetensors",
+                     trait="grumpy", min_pairs=1, holdout=0.25, batch_size=2, log=lambda _: None)
+    (held,) = result.vectors.metadata["heldout_questions"]
+    assert result.selection.pairs == 8
+    train = {p: torch.stack([hand_pool(model, tok, a)["response_avg"] for a in answers
+                             if a.polarity == p and a.question_id != held and a.epoch != 3]).mean(0)
+             for p in ("pos", "neg")}
+    direction = train["pos"] - train["neg"]
+    for layer, row in enumerate(result.diagnostics):
+        unit = direction[layer] / direction[layer].norm()
+        for suffix, system_prompt in (("", False), ("_context", True)):
+            projected = {p: [float(hand_pool(model, tok, a, system_prompt)["response_avg"][layer] @ unit)
+                             for a in answers if a.polarity == p and a.question_id == held] for p in ("pos", "neg")}
+            expected = auroc(projected["pos"], projected["neg"])
+            assert row[f"heldout_auroc{suffix}"] == pytest.approx(expected.value, abs=1e-12)
+            assert row[f"heldout_auroc{suffix}_ci"] == pytest.approx([expected.low, expected.high], abs=1e-12)
+        assert row["heldout_n"] == {"pos": 3, "neg": 3}
+    page = write_extraction_report(result, tmp_path / "v.report.html").read_text()
+    best = max(result.diagnostics, key=lambda r: r["heldout_auroc"])
+    low, high = best["heldout_auroc_context_ci"]
+    assert (f"in context AUROC {best['heldout_auroc_context']:.3f}, 95% CI {low:.2f} to {high:.2f}; "
+            "n = 3 pos + 3 neg held-out answers; Hanley-McNeil intervals") in page
+    assert "<th>AUROC text only</th>" in page and "<th>AUROC in context</th>" in page
+    assert "95% CI, in context" in page and "95% CI, text only" in page  # the bands are drawn
+
+
+def test_no_heldout_questions_no_auroc(engine: Engine, tmp_path: Path) -> None:
+    answers = [answer(p, q) for p in ("pos", "neg") for q in range(2)]
+    result = extract(answers, model_name="tiny", engine=engine, out=tmp_path / "v.safetensors",
+                     trait="grumpy", min_pairs=1, holdout=0, log=lambda _: None)
+    assert not any(key.startswith("heldout") for row in result.diagnostics for key in row)

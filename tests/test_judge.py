@@ -190,7 +190,7 @@ def test_auto_mode_choice() -> None:
     assert resolve_mode("auto", Named("pv/smollm2")) == "continuation"
     assert resolve_mode("auto", Named("anthropic/claude-sonnet-4-5")) == "text"
     assert resolve_mode("auto", Named("openai/gpt-4.1-mini-2025-04-14")) == "logprob"
-    modes = "judge_mode must be one of auto, logprob, continuation, text; got 'logprobs'"
+    modes = "judge_mode must be one of auto, logprob, continuation, text, likelihood; got 'logprobs'"
     with pytest.raises(JudgeConfigError, match=modes):
         resolve_mode("logprobs", Named("openai/x"))
     needs_pv = r"judge_mode 'continuation' needs a pv/ grader .*; the grader is 'openai/gpt-4\.1-mini'\. Use "

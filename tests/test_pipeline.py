@@ -92,24 +92,39 @@ def test_without_a_choice_pv_run_monitors_a_swept_layer_never_an_untried_one() -
     assert fallback_layer(diagnostics, [0, 4]) == (4, False)  # no finite AUROC among the swept: the middle one
 
 
+RESULT_KEYS = {"trait", "model", "judge", "layer", "coef", "auroc", "auroc_text", "auroc_n", "steering", "monitor_r",
+               "monitor_r_ci", "monitor_n", "seconds"}
+
+
 def test_pv_run_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path) -> None:
     cfg = RunConfig(trait="evil", model=f"pv/{tiny_model_dir}", grader=hashed_judge(), limit=10, max_tokens=6,
-                    out=tmp_path, filter="independent", min_pairs=1, layers=[2], coefs=[0.0, 4.0],
-                    sweep_questions=2, monitor_samples=2, seed=7, display="none")
+                    out=tmp_path, filter="independent", min_pairs=1, layers=[2], coefs=[-4.0, 0.0, 4.0],
+                    sweep_questions=2, monitor_questions=2, seed=7, display="none")
     result = run(cfg, log=lambda _: None)
     assert result.vector.exists() and result.report.exists()
     page = result.report.read_text()
     assert result.layer in cfg.layers and str(escape(result.layer_note)) in page  # never a layer the sweep skipped
-    for name in ("extraction", "steering sweep", "token monitor"):
+    for name in ("extraction", "steering sweep", "monitoring"):
         assert name in page and result.pages[name].exists()
     assert "inspect view --log-dir" in page
+
+    results = json.loads(result.results.read_text())
+    assert RESULT_KEYS <= results.keys() and results["trait"] == "evil" and results["judge"] == "mockllm/model"
+    assert results["layer"] in (None, 2) and results["monitor_layer"] == 2
+    assert {(s["layer"], s["coef"]) for s in results["steering"]} == {(2, -4.0), (2, 0.0), (2, 4.0)}
+    assert all(s["n"] == 2 for s in results["steering"])
+    assert results["monitor_n"] == 6  # 2 questions x pos, neg and no persona prompt
+    sweep = pd.read_csv(result.out / "sweep.csv")
+    assert sweep[["layer", "coef", "n"]].values.tolist() == [[2, -4.0, 2], [2, 0.0, 2], [2, 4.0, 2]]
+    monitor = pd.read_csv(result.out / "monitor.csv")
+    assert len(monitor) == 6 and set(monitor["strength"]) == {"pos", "neg", "none"}
+    collection = pd.read_csv(result.out / "evil.collection.csv")
+    assert list(collection.columns) == ["question", "prompt", "answer", "question_id", "evil", "coherence"]
+    assert len(collection) == 20
+
     monitor_log = read_eval_log(list_eval_logs(str(result.log_dir / "monitor"))[0], header_only=False)
     monitored = monitor_log.samples[0].output.metadata["pv_monitor"][0]
     assert monitored["layer"] == result.layer and len(monitored["projections"]) == len(monitored["tokens"])
-    page = CliRunner().invoke(main, ["report", "monitor", monitor_log.location, "--out", str(tmp_path / "m.html")])
-    assert page.exit_code == 0, page.output
-    html = (tmp_path / "m.html").read_text()
-    assert html.count('class="tok"') >= len(monitored["tokens"]) and "Pearson correlation" in html
 
     logs_before = sorted(p.name for p in result.log_dir.rglob("*.eval"))
     vector_time = result.vector.stat().st_mtime_ns
@@ -119,34 +134,41 @@ def test_pv_run_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path) -> N
 
 
 def test_pv_run_command_writes_its_files_and_a_second_run_does_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """`pv run` as typed, on the tiny model judging itself (the offline default: no --grader)."""
+    """`pv run` as typed, on the tiny model judging itself (the offline default: the likelihood judge)."""
     model = f"pv/{tiny_model_dir}"
     args = ["run", "evil", "--model", model, "--limit", "2", "--max-tokens", "4", "--out", str(tmp_path),
             "--threshold", "0", "--coherence", "0", "--filter", "independent", "--min-pairs", "1",
-            "--layers", "2", "--coefs", "0,4", "--sweep-questions", "1", "--judge-min-mass", "0", "--seed", "0"]
+            "--layers", "2", "--coefs", "0,4", "--sweep-questions", "1", "--monitor-questions", "1", "--seed", "0"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     out = tmp_path / f"evil-{tiny_model_dir.name}"
     vector = out / "vectors" / "evil.safetensors"
     logs = out / "logs"
     lines = first.stdout.splitlines()
-    assert lines[-5:-4] == [f"logs:    {logs}"] and lines[-4:-3] == [f"vector:  {vector}"]
-    assert lines[-2:] == [f"report:  {out / 'report.html'}", f"view the logs: inspect view --log-dir {logs}"]
+    assert lines[-6:-5] == [f"logs:    {logs}"] and lines[-5:-4] == [f"vector:  {vector}"]
+    assert lines[-3:] == [f"results: {out / 'results.json'}", f"report:  {out / 'report.html'}",
+                          f"view the logs: inspect view --log-dir {logs}"]
     chosen = vector.with_suffix(".layer.json").exists()  # the sweep's choice, written only when a setting qualified
-    assert lines[-3].startswith("layer:   layer 2, chosen by the sweep" if chosen
-                                else "layer:   no layer chosen: no steered setting kept mean coherence >= 75; "
-                                     "monitored at swept layer 2"), lines[-3]
-    for page in ("report.html", "sweep.html", "monitor.html", "vectors/evil.report.html"):
+    assert lines[-4].startswith("layer:   layer 2, chosen by the sweep" if chosen
+                                else "layer:   no layer chosen: "), lines[-4]
+    assert chosen or lines[-4].endswith("monitored at swept layer 2 (the best held-out AUROC of the swept layers)") \
+        or lines[-4].endswith("monitored at swept layer 2 (the middle one swept)")
+    for page in ("report.html", "sweep.html", "monitor.html", "vectors/evil.report.html", "results.json",
+                 "sweep.csv", "monitor.csv", "evil.collection.csv"):
         assert (out / page).is_file(), page
     assert {step: len(list((logs / step).glob("*.eval"))) for step in ("collect", "sweep", "monitor")} == {
         "collect": 2, "sweep": 1, "monitor": 1}
-    assert f"note: The grader {model} is a local model, not a judge to trust" in first.stderr
+    assert f"note: Likelihood judge on {model}:" in first.stderr
+    collect_log = read_eval_log(str(next((logs / "collect").glob("*.eval"))), header_only=True)
+    assert collect_log.eval.task_args["judge_mode"] == "likelihood"
+    results = json.loads((out / "results.json").read_text())
+    assert results["judge"] == f"{model} (likelihood)"
 
     written = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*") if p.suffix == ".eval")
     vector_time = vector.stat().st_mtime_ns
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0, second.output
-    assert "[2/4] vectors up to date" in second.stderr
+    assert "[2/5] vectors up to date" in second.stderr
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*") if p.suffix == ".eval") == written
     assert vector.stat().st_mtime_ns == vector_time
 
@@ -159,18 +181,26 @@ def test_pv_run_command_fails_in_one_line() -> None:
 
 
 @pytest.mark.smollm2
-def test_pv_run_on_the_embedded_model(tmp_path: Path) -> None:
-    """The main job for real: SmolLM2 as subject and judge, tiny sizes (the demo's loosened filter)."""
+def test_pv_run_on_the_embedded_model_shows_each_effect_in_its_direction(tmp_path: Path) -> None:
+    """The main job for real, at a small size: SmolLM2 judging itself by likelihood (the demo's defaults).
+
+    Each effect the demo reports must point the right way: the judge scores pos answers above neg ones, and at
+    the swept layer the trait score rises with the steering coefficient (negative below unsteered below positive).
+    """
     from .conftest import smollm2_dir
 
     smollm2_dir()
-    cfg = RunConfig(trait="evil", model="pv/smollm2", limit=2, max_tokens=8, out=tmp_path, threshold=0.0,
-                    coherence=0.0, judge_min_mass=0.0, min_pairs=1, layers=[15], coefs=[0.0, 2.0],
-                    sweep_questions=1, monitor_samples=1, seed=0, display="none")
+    cfg = RunConfig(trait="evil", model="pv/smollm2", limit=20, max_tokens=24, out=tmp_path, layers=[16],
+                    coefs=[-4.0, 0.0, 2.0], sweep_questions=5, monitor_questions=4, seed=0, display="none")
     result = run(cfg, log=lambda _: None)
-    assert result.report.exists() and result.vector.exists()
     from pv_harness.vectors.files import read_vectors
 
     vectors = read_vectors(result.vector)
-    assert vectors.tensors["response_avg_diff"].shape == (31, 576)
-    assert vectors.metadata["model"] == "pv/smollm2" and vectors.metadata["judge"] == "pv/smollm2"
+    assert vectors.tensors["response_avg_diff"].shape == (31, 576) and vectors.metadata["model"] == "pv/smollm2"
+    results = json.loads(result.results.read_text())
+    assert results["judge"] == "pv/smollm2 (likelihood)" and results["monitor_n"] == 12
+    collection = results["collection"]
+    assert collection["pos"]["trait"] > collection["neg"]["trait"], collection
+    trait = {s["coef"]: s["trait"] for s in results["steering"] if s["layer"] == 16}
+    assert trait[-4.0] < trait[0.0] < trait[2.0], trait
+    assert results["steering_effect"]["effect"] > 0 and results["auroc_n"] > 0

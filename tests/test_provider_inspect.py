@@ -114,7 +114,7 @@ def test_bad_requests_fail_the_request_clearly(model_dir: Path) -> None:
          r"steer: layer 9 is out of range: this model has hidden-states layers 0\.\.4"),
         ({"stear": []},
          r"""unknown extra_body\["pv"\] key\(s\) \['stear'\]; """
-         r"""allowed: \['continuations', 'end_of_turn', 'monitor', 'steer'\]"""),
+         r"""allowed: \['continuations', 'end_of_turn', 'monitor', 'steer', 'token_logprobs'\]"""),
         ({"continuations": []}, '"continuations" must be a non-empty list of strings'),
         ({"continuations": ["1"], "monitor": [{"vector": [1.0] * 64, "layer": 1}]},
          '"monitor" applies to generation; it cannot be combined with "continuations"'),

@@ -61,20 +61,48 @@ def test_pages_escape_what_comes_from_models_and_logs(tmp_path: Path) -> None:
     assert "<script" not in page  # no plotly on this page, and the prompt's tag is text
 
 
-def test_run_page_shows_the_weak_judge_note_the_caller_gives(tmp_path: Path) -> None:
+def run_results(**overrides: object) -> dict:
+    """A `results.json` as `pv run` writes it, with no layer chosen."""
+    results = {
+        "trait": "evil", "model": "pv/tiny", "judge": "pv/tiny (likelihood)", "layer": None, "coef": None,
+        "layer_rule": None, "monitor_layer": 2, "auroc": 0.875, "auroc_ci": [0.7, 1.0], "auroc_text": None,
+        "auroc_text_ci": None, "auroc_n": 40, "auroc_test_set": "held-out questions: 1, 4",
+        "steering": [{"layer": 2, "coef": 0.0, "trait": 20.0, "trait_ci": [10.0, 30.0], "coherence": 30.0,
+                      "coherence_ci": None, "n": 1}],
+        "steering_effect": {"layer": 2, "coef": 4.0, "effect": 25.5, "ci": [-1.0, 52.0], "n": 20},
+        "monitor_r": 0.5, "monitor_r_ci": [0.25, 0.7], "monitor_n": 60,
+        "collection": {"pos": {"trait": 71.25, "trait_ci": [60.0, 80.0], "trait_n": 99, "coherence": None,
+                               "coherence_ci": None, "coherence_n": 0, "answers": 100}},
+        "kept": {}, "seconds": 12.3,
+    }
+    return {**results, **overrides}
+
+
+def test_run_page_leads_with_the_findings_and_shows_the_note_the_caller_gives(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = {"trait": "evil", "model": "pv/tiny", "grader": "pv/tiny", "vector": out / "v.safetensors",
-            "layer_note": "no layer chosen: no steered setting kept mean coherence >= 75; monitored at swept layer 2",
+    args = {"results": run_results(), "vector": out / "v.safetensors",
+            "layer_note": "no layer chosen: no steered setting met the coherence floor; monitored at swept layer 2",
             "vector_meta": {"pos_samples": 3, "neg_samples": 4, "filter": "paired"},
-            "collection": [{"polarity": "pos", "trait": 71.25, "coherence": None}],
-            "pages": {"steering sweep": out / "sweep.html"}, "logs_root": out / "logs"}
+            "examples": [{"setting": "L2 c4", "answer": "<evil>", "trait": 90.0, "coherence": None}],
+            "pages": {"steering sweep": out / "sweep.html"}, "files": {"results.json": out / "results.json"},
+            "logs_root": out / "logs"}
     page = write_run_page(out, **args).read_text()
     assert 'class="note"' not in page
-    assert "<li>pos: trait 71.2, coherence -</li>" in page and '<a href="sweep.html">steering sweep</a>' in page
+    found = page.index("<h2>What was found</h2>")
+    assert found < page.index("<h2>Collection</h2>") and found < page.index("<h2>Pages</h2>")
+    assert "<li>no layer chosen by the sweep; figures below are for swept layer 2</li>" in page
+    assert "<li>held-out AUROC at layer 2, in context: 0.88 (95% CI 0.70 to 1.00), n = 40</li>" in page
+    assert "<li>held-out AUROC at layer 2, text only: n/a, n = 40</li>" in page
+    assert ("<li>steering effect at layer 2: coef 4 minus coef 0 = +25.5 trait points (95% CI -1.0 to +52.0, "
+            "n = 20)</li>") in page
+    assert ("monitoring: Pearson r(last prompt token projection, trait score) = +0.50 (95% CI +0.25 to +0.70), "
+            "n = 60") in page
+    assert ("<li>pos: trait 71.2 (95% CI 60.0 to 80.0, n = 99), coherence - (no interval, n = 0) of 100 answers</li>"
+            in page)
+    assert '<a href="sweep.html">steering sweep</a>' in page and '<a href="results.json">results.json</a>' in page
     assert "<li>kept 3 pos / 4 neg answers (paired filter)</li>" in page
-    assert ("<li>no layer chosen: no steered setting kept mean coherence &gt;= 75; "
-            "monitored at swept layer 2</li>") in page
-    page = write_run_page(out, **args, weak_judge_note="Scores from a <small> judge.").read_text()
+    assert "&lt;evil&gt;" in page and "L2 c4 &middot; trait 90.0 &middot; coherence -" in page
+    page = write_run_page(out, **args, judge_note="Scores from a <small> judge.").read_text()
     assert '<p class="note">Scores from a &lt;small&gt; judge.</p>' in page
 
 
@@ -86,7 +114,7 @@ def test_number_formats_missing_values_as_missing() -> None:
 def test_every_page_extends_the_one_base_layout() -> None:
     pages = [p for p in TEMPLATES.glob("*.html") if p.name != "base.html" and not p.name.startswith("_")]
     assert {p.name for p in pages} == {"extraction.html", "monitor.html", "prompt_monitor.html", "sweep.html",
-                                       "run.html", "organisms.html"}
+                                       "run.html", "organisms.html", "last_prompt_monitor.html"}
     for page in pages:
         assert page.read_text().startswith('{% extends "base.html" %}'), page.name
     assert sum("<style>" in p.read_text() for p in TEMPLATES.glob("*.html")) == 1

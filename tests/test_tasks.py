@@ -169,7 +169,7 @@ def test_alias_parameters_are_trait_evals_less_trait_and_version() -> None:
     ({"trait": "evil", "version": "test"}, "version must be one of extract, eval; got 'test'"),
     ({"trait": "evil", "n_per_question": 0}, "n_per_question must be a positive integer; got 0"),
     ({"trait": "evil", "judge_mode": "logprobs"},
-     "judge_mode must be one of auto, logprob, continuation, text; got 'logprobs'"),
+     "judge_mode must be one of auto, logprob, continuation, text, likelihood; got 'logprobs'"),
     ({"trait": "evil", "polarity": "both", "assistant_name": "x"},
      "assistant_name needs a single polarity (pos or neg), not both"),
 ])

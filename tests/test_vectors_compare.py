@@ -42,3 +42,18 @@ def test_labels_are_the_shortest_that_distinguish() -> None:
         "a/run/evil", "b/run/evil"]
     assert list(labels([Path("/x/evil.safetensors"), Path("/x/evil.pt")]).values()) == ["evil.safetensors",
                                                                                        "evil.pt"]
+
+
+def test_info_shows_both_heldout_aurocs_and_their_n(tmp_path: Path) -> None:
+    from pv_harness.vectors.files import VectorFile, save_vectors
+
+    diagnostics = [{"layer": 0}, {"layer": 1, "heldout_auroc": 0.625, "heldout_auroc_context": 0.875,
+                                  "heldout_n": {"pos": 20, "neg": 19}}]
+    path = save_vectors(VectorFile(tensors={"response_avg_diff": torch.tensor([[3.0, 4.0], [0.0, 2.0]])},
+                                   metadata={"diagnostics": diagnostics}), tmp_path / "evil.safetensors")
+    result = CliRunner().invoke(main, ["vectors", "info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-3:] == [
+        "layer  norm(response_avg_diff)  held-out AUROC: in context  text only    n",
+        "    0               5.000                           -          -    -",
+        "    1               2.000                       0.875      0.625   39"]

@@ -96,21 +96,23 @@ def evaluate_command(config: str, out: str | None, display: DisplayType | None) 
 @CONFIG
 @OUT
 def results_command(config: str, out: str | None) -> None:
-    """Trait x strength table, eval_results.json and a tabbed plotly page (with shift, when configured)."""
+    """Per model x task: mean trait score, n and 95% interval; each strength against baseline; the shift
+    correlation (when configured); eval_results.json and a tabbed plotly page that says the same."""
     import pandas as pd
+
+    from pv_harness.reports.organisms import correlation_text, difference_text
 
     exp = _experiment(config, out)
     res = _guard(exp.results)
-    with pd.option_context("display.float_format", "{:.1f}".format, "display.width", 160):
-        click.echo("mean trait score (rows: trained trait / strength; columns: detection task)")
+    data = res["data"]
+    for note in data["notes"]:
+        click.echo(f"note: {note}")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        click.echo("mean trait score per model (rows) and detection task (columns), 95% t interval")
         click.echo(res["table"].to_string())
-    for trait, c in res["data"]["shift_correlation"].items():
-        r = "n/a" if c["pearson"] is None else f"{c['pearson']:.3f}"
-        low, high = c.get("pearson_ci") or (None, None)
-        r += "" if low is None else f" (95% CI {low:+.2f} to {high:+.2f})"
-        r += " (too few models for an interval)" if low is None and c["models"] < 4 else ""
-        frac = c["null_fraction_as_large"]
-        click.echo(f"shift vs {trait} score: r = {r} over {c['models']} models"
-                   + ("" if frac is None else f"; random directions as large: {frac:.0%}"))
+    for d in data["versus_baseline"]:
+        click.echo(difference_text(d))
+    for trait, c in data["shift_correlation"].items():
+        click.echo(correlation_text(trait, c))
     click.echo(f"results: {res['json']}")
     click.echo(f"plots:   {res['html']}")

@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from pv_harness.cli.fail import fail
-from pv_harness.vectors.thresholds import DEFAULT_COHERENCE, DEFAULT_THRESHOLD
+from pv_harness.vectors.thresholds import (
+    ABSOLUTE_FLOOR,
+    DEFAULT_COHERENCE,
+    DEFAULT_THRESHOLD,
+    JUDGE_MODES,
+    LIKELIHOOD_COHERENCE,
+    RELATIVE_FLOOR,
+)
 
 
 def _numbers(cast: Callable[[str], float]) -> Callable[[click.Context, click.Parameter, str | None], list | None]:
@@ -27,42 +34,64 @@ def _numbers(cast: Callable[[str], float]) -> Callable[[click.Context, click.Par
 @click.argument("trait")
 @click.option("--model", default="pv/smollm2", show_default=True, help="Subject model (a pv/ model: vectors "
               "need its activations).")
-@click.option("--grader", default=None, help="Judge model (default: the subject model). The paper's judge is "
-              "openai/gpt-4.1-mini-2025-04-14.")
+@click.option("--grader", default=None, help="Judge model (default: the subject model, judging by likelihood). The "
+              "paper's judge is openai/gpt-4.1-mini-2025-04-14.")
 @click.option("--n", "n", type=int, default=1, show_default=True, help="Answers per question and instruction.")
-@click.option("--limit", type=int, default=10, show_default=True,
+@click.option("--limit", type=int, default=0, show_default=True,
               help="Collection samples per polarity (question x instruction); 0 = all 100.")
-@click.option("--max-tokens", type=int, default=64, show_default=True, help="Longest answer.")
+@click.option("--max-tokens", type=int, default=48, show_default=True, help="Longest answer.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pv-runs"), show_default=True,
               help="Where logs, vectors and pages go (a folder per trait and model).")
 @click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="Trait-score filter (see pv extract).")
-@click.option("--coherence", type=float, default=DEFAULT_COHERENCE, show_default=True,
-              help="Coherence filter (see pv extract).")
+@click.option("--coherence", type=float, default=None,
+              help=f"Coherence filter (see pv extract). Default: {DEFAULT_COHERENCE:g} for a 0-100 judge, "
+              f"{LIKELIHOOD_COHERENCE:g} for the likelihood judge (a geometric-mean token probability x 100).")
 @click.option("--filter", "filter_mode", type=click.Choice(["paired", "independent"]), default="paired",
               show_default=True)
 @click.option("--min-pairs", type=int, default=3, show_default=True)
+@click.option("--holdout", type=float, default=0.2, show_default=True,
+              help="Share of the extraction questions held out for the AUROCs.")
 @click.option("--layers", callback=_numbers(int), help="Sweep layers, e.g. 10,15,20 (default: three mid layers).")
-@click.option("--coefs", callback=_numbers(float), default="0,2,4", show_default=True, help="Sweep coefficients.")
-@click.option("--sweep-questions", type=int, default=3, show_default=True)
-@click.option("--judge-mode", type=click.Choice(["auto", "logprob", "continuation", "text"]), default="auto",
-              show_default=True)
+@click.option("--coefs", callback=_numbers(float), default="-2,0,1,2", show_default=True,
+              help="Sweep coefficients (0 = the unsteered baseline; negative suppresses the trait).")
+@click.option("--sweep-questions", type=int, default=10, show_default=True,
+              help="Evaluation questions in the sweep.")
+@click.option("--sweep-n", type=int, default=1, show_default=True, help="Answers per question and sweep setting.")
+@click.option("--coherence-floor", type=float, default=None,
+              help=f"The sweep's layer rule: steered settings must keep mean coherence >= this. Default: "
+              f"{ABSOLUTE_FLOOR:g} for a 0-100 judge; {RELATIVE_FLOOR:g} x the unsteered baseline's coherence for the "
+              "likelihood judge (then give a fraction).")
+@click.option("--monitor-questions", type=int, default=None,
+              help="Evaluation questions in the monitoring step (x pos, neg and no persona prompt; default: all).")
+@click.option("--judge-mode", type=click.Choice(JUDGE_MODES), default=None,
+              help="Default: likelihood when the grader is a pv/ model (the default), else auto.")
+@click.option("--likelihood-pairs", type=int, default=None,
+              help="Instruction pairs each answer is scored under in likelihood mode (0 = all; default: the judge's).")
 @click.option("--judge-min-mass", type=float, default=0.25, show_default=True,
-              help="Unscored when the judge puts less probability than this on a bare number (the paper's rule). "
-              "The embedded SmolLM2 judge rarely does: `make demo` passes 0.")
-@click.option("--seed", type=int, default=None, help="Sampling seed (reproducible runs).")
+              help="A 0-100 judge's answer is unscored when it puts less probability than this on a bare number "
+              "(the paper's rule).")
+@click.option("--seed", type=int, default=None, help="Run seed: each sample gets its own seed from it "
+              "(reproducible runs).")
 def run(trait: str, model: str, grader: str | None, n: int, limit: int, max_tokens: int, out: Path, threshold: float,
-        coherence: float, filter_mode: str, min_pairs: int, layers: list[int] | None, coefs: list[float],
-        sweep_questions: int, judge_mode: str, judge_min_mass: float, seed: int | None) -> None:
-    """Find and use the persona vector of TRAIT on a model, end to end (resumes if interrupted)."""
+        coherence: float | None, filter_mode: str, min_pairs: int, holdout: float, layers: list[int] | None,
+        coefs: list[float], sweep_questions: int, sweep_n: int, coherence_floor: float | None,
+        monitor_questions: int | None, judge_mode: str | None, likelihood_pairs: int | None, judge_min_mass: float,
+        seed: int | None) -> None:
+    """Find and use the persona vector of TRAIT on a model, end to end (resumes if interrupted).
+
+    Writes, under OUT/TRAIT-MODEL: report.html (what was found), results.json, sweep.csv, monitor.csv, the
+    collection in the paper's CSV format, the vector file, a page per step and the inspect logs.
+    """
     from pv_harness.pipeline import RunConfig
     from pv_harness.pipeline import run as run_pipeline
     from pv_harness.vectors.extraction import TooFewPairs
 
     cfg = RunConfig(trait=trait, model=model, grader=grader, n=n, limit=limit or None, max_tokens=max_tokens,
                     out=out, threshold=threshold, coherence=coherence, filter=filter_mode, min_pairs=min_pairs,
-                    layers=layers, coefs=coefs, sweep_questions=sweep_questions, judge_mode=judge_mode,
-                    judge_min_mass=judge_min_mass, seed=seed)
+                    holdout=holdout, layers=layers, coefs=coefs, sweep_questions=sweep_questions, sweep_n=sweep_n,
+                    coherence_floor=coherence_floor, monitor_questions=monitor_questions, judge_mode=judge_mode,
+                    likelihood_pairs=likelihood_pairs, judge_min_mass=judge_min_mass, seed=seed)
     try:
         result = run_pipeline(cfg, log=lambda msg: click.echo(msg, err=True))
     except TooFewPairs as ex:
@@ -70,4 +99,5 @@ def run(trait: str, model: str, grader: str | None, n: int, limit: int, max_toke
     except (ValueError, RuntimeError) as ex:
         fail(str(ex))
     click.echo(f"\nlogs:    {result.log_dir}\nvector:  {result.vector}\nlayer:   {result.layer_note}\n"
-               f"report:  {result.report}\nview the logs: inspect view --log-dir {result.log_dir}")
+               f"results: {result.results}\nreport:  {result.report}\n"
+               f"view the logs: inspect view --log-dir {result.log_dir}")

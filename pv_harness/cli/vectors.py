@@ -36,11 +36,13 @@ def info(path: Path, as_json: bool) -> None:
     main_kind = "response_avg_diff" if "response_avg_diff" in vf.tensors else next(iter(vf.tensors))
     rows = vf.tensors[main_kind]
     if rows.ndim == 2:
-        click.echo(f"\nlayer  norm({main_kind})  held-out AUROC")
+        click.echo(f"\nlayer  norm({main_kind})  held-out AUROC: in context  text only    n")
         for layer in range(rows.shape[0]):
-            auroc = diagnostics.get(layer, {}).get("heldout_auroc")
-            shown = f"{auroc:.3f}" if isinstance(auroc, float) else "-"
-            click.echo(f"{layer:>5}  {float(rows[layer].norm()):>18.3f}  {shown:>14}")
+            row = diagnostics.get(layer, {})
+            shown = [f"{a:.3f}" if isinstance(a, float) else "-"
+                     for a in (row.get("heldout_auroc_context"), row.get("heldout_auroc"))]
+            n = sum((row.get("heldout_n") or {}).values()) or "-"
+            click.echo(f"{layer:>5}  {float(rows[layer].norm()):>18.3f}  {shown[0]:>26}  {shown[1]:>9}  {n:>3}")
 
 
 def labels(paths: Sequence[Path]) -> dict[Path, str]:

@@ -12,6 +12,7 @@
     evaluation:
       tasks: [evil, sycophantic]         # trait names or <trait>_detection
       grader: pv/smollm2
+      judge_mode: likelihood             # as in `collect:`; auto | logprob | continuation | text | likelihood
       limit: 5
       n: 1
 
@@ -20,6 +21,11 @@ file contents) in `<out>/state.json`, written atomically: a rerun redoes nothing
 dataset retrains only what changed, and a failed or cancelled job is never reused (it is resubmitted).
 Evaluation is one inspect `eval_set` (every model x every detection task) in `<out>/eval/<hash>`, so an
 interrupted evaluation resumes. Relative paths in the config are relative to the config file.
+
+One judge, the `grader` model role, scores collection and evaluation: `evaluation.grader`, else the base model.
+`judge_mode` (in `collect:` and `evaluation:`) says how it scores; `likelihood` uses that model's own
+likelihoods, so the judge must be a pv/ model, and by default it is the base model: an organism never judges
+its own answers.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from pv_harness.atomic import atomic_write_json
 from pv_harness.errors import PvError
@@ -59,6 +66,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _check_judge_mode(mode: str) -> str:
+    from pv_harness.scorers.judge import JUDGE_MODES
+
+    if mode not in JUDGE_MODES:
+        raise ValueError(f"must be one of {', '.join(JUDGE_MODES)}; got {mode!r}")
+    return mode
+
+
 class ModelEntry(_Strict):
     name: str = Field(min_length=1)
     dataset: str = "collected"
@@ -84,8 +99,11 @@ class CollectConfig(_Strict):
     n: int = 1
     max_tokens: int = 64
     temperature: float = 1.0
+    judge_mode: str = "auto"
     judge_min_mass: float = 0.25
     seed: int | None = 0
+
+    _judge_mode = field_validator("judge_mode")(_check_judge_mode)
 
 
 class EvaluationConfig(_Strict):
@@ -99,6 +117,8 @@ class EvaluationConfig(_Strict):
     judge_min_mass: float = 0.25
     include_base: bool = False
     seed: int | None = 0
+
+    _judge_mode = field_validator("judge_mode")(_check_judge_mode)
 
     @field_validator("tasks")
     @classmethod
@@ -131,6 +151,23 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"model names must be unique; repeated: {dup}")
         return self
 
+    @property
+    def grader(self) -> str:
+        """The judge of every step: `evaluation.grader`, else the base model (never a trained organism)."""
+        return self.evaluation.grader or self.training.base_model
+
+    @model_validator(mode="after")
+    def _likelihood_judge(self) -> ExperimentConfig:
+        from pv_harness.scorers.judge import LIKELIHOOD, is_pv_model
+
+        for section in ("collect", "evaluation"):
+            part = getattr(self, section)
+            if part is not None and part.judge_mode == LIKELIHOOD and not is_pv_model(self.grader):
+                raise ValueError(f"{section}.judge_mode likelihood scores with a pv/ model's own likelihoods, but the "
+                                 f"judge is {self.grader!r}: set evaluation.grader to a pv/ model (the base model "
+                                 "the organisms come from), or use another judge_mode")
+        return self
+
 
 def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
@@ -141,7 +178,14 @@ def load_config(path: str | Path) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(data or {})
     except ValidationError as ex:
-        raise ExperimentError(f"{path} is not a valid experiment config:\n{ex}") from ex
+        raise ExperimentError("\n".join(f"{path}: {_describe(error)}" for error in ex.errors())) from ex
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One pydantic error as `field.path: what is wrong` (no field for a check across fields)."""
+    where = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 class Experiment:
@@ -182,7 +226,18 @@ class Experiment:
 
     @property
     def grader(self) -> str:
-        return self.cfg.evaluation.grader or self.cfg.training.base_model
+        return self.cfg.grader
+
+    def _roles(self, judge_mode: str) -> dict[str, Any]:
+        """The grader role of a step. The likelihood judge scores with the grader only when it is pv/ (else with
+        the evaluated model, an organism judging itself), so no other stand-in may replace it."""
+        from pv_harness.scorers.judge import LIKELIHOOD, is_pv_model
+
+        grader = self.grader_model or self.grader
+        if judge_mode == LIKELIHOOD and not is_pv_model(grader):
+            raise ExperimentError(f"judge_mode likelihood scores with a pv/ model; the grader given is {grader}: "
+                                  "pass a pv/ grader_model, or none (the config's grader)")
+        return {"grader": grader}
 
     # ---- collect --------------------------------------------------------------------------------------
 
@@ -203,19 +258,23 @@ class Experiment:
         from pv_harness.tasks.persona import persona_collect
 
         c = self.cfg.collect
+        settings = c.model_dump()
+        if settings["judge_mode"] == "auto":  # the default keeps the keys of collections made before the option
+            del settings["judge_mode"]
         dirs = {}
         for trait in traits:
-            key = content_hash("collect", c.model_dump(), trait, self.cfg.training.base_model, self.grader)
+            key = content_hash("collect", settings, trait, self.cfg.training.base_model, self.grader)
             log_dir = self.out / "collect" / f"{trait}-{key[:10]}"
             dirs[trait] = str(log_dir)
             if self.state["collect"].get(trait) == key:
                 continue
             self.log(f"collecting pos/neg answers for {trait} with {self.cfg.training.base_model} -> {log_dir}")
             tasks = [persona_collect(trait=trait, polarity=p, n_per_question=c.n, max_tokens=c.max_tokens,
-                                     temperature=c.temperature, judge_min_mass=c.judge_min_mass)
+                                     temperature=c.temperature, judge_mode=c.judge_mode,
+                                     judge_min_mass=c.judge_min_mass)
                      for p in ("pos", "neg")]
             ok, logs = eval_set(tasks, log_dir=str(log_dir), model=self.cfg.training.base_model,
-                                model_roles={"grader": self.grader_model or self.grader}, limit=c.limit, seed=c.seed,
+                                model_roles=self._roles(c.judge_mode), limit=c.limit, seed=c.seed,
                                 display=self.display)
             if not ok:
                 raise ExperimentError(f"collection for {trait} did not finish; run the same command again to resume")
@@ -331,7 +390,6 @@ class Experiment:
         """Every trained model x every detection task, one resumable eval_set; returns its log dir."""
         from inspect_ai import eval_set
 
-        from pv_harness.scorers.judge import weak_grader_note
         from pv_harness.tasks.persona import trait_eval
 
         missing = [m.name for m in self.cfg.models if m.name not in self.trained()]
@@ -350,11 +408,9 @@ class Experiment:
         tasks = [trait_eval(trait=t, n_per_question=e.n, max_tokens=e.max_tokens, temperature=e.temperature,
                             judge_mode=e.judge_mode, judge_min_mass=e.judge_min_mass) for t in e.tasks]
         self.log(f"evaluating {len(models)} model(s) x {len(tasks)} detection task(s) -> {log_dir}")
-        weak = weak_grader_note(self.grader)
-        if weak is not None:
-            self.log(f"note: {weak}")
-        ok, _ = eval_set(tasks, log_dir=str(log_dir), model=models,
-                         model_roles={"grader": self.grader_model or self.grader},
+        for note in self.judge_notes():
+            self.log(f"note: {note}")
+        ok, _ = eval_set(tasks, log_dir=str(log_dir), model=models, model_roles=self._roles(e.judge_mode),
                          limit=e.limit, seed=e.seed, display=self.display)
         self.state["evaluate"] = {"key": key, "log_dir": str(log_dir), "status": "success" if ok else "incomplete",
                                   "models": models}
@@ -366,7 +422,9 @@ class Experiment:
     # ---- results --------------------------------------------------------------------------------------
 
     def scores(self) -> list[dict[str, Any]]:
-        """One record per (experiment model, detection task): mean trait score and its standard error."""
+        """One record per (experiment model, detection task): the scored answers' trait scores, their mean with
+        n and a 95% t interval (and the standard error), and the same for coherence."""
+        from pv_harness.estimates import mean_interval
         from pv_harness.logs import finished_logs, log_path, read_collection_log
 
         rec = self.state.get("evaluate") or {}
@@ -382,12 +440,18 @@ class Experiment:
             if header.eval.model not in by_id:
                 continue
             evaluated = read_collection_log(log_path(header.location))
-            judged, coherence = evaluated.summary("trait"), evaluated.summary("coherence")
+            judged = evaluated.summary("trait")
+            values = [a.trait_score for a in evaluated.answers if a.trait_score is not None]
+            score = mean_interval(values)
+            coherence = mean_interval([a.coherence for a in evaluated.answers])
             for name, trait, strength in by_id[header.eval.model]:
                 records.append({
                     "model": name, "trait": trait, "strength": strength, "model_id": header.eval.model,
                     "task": (header.eval.task_args or {}).get("trait"),
-                    "score": judged.mean, "stderr": judged.stderr, "coherence": coherence.mean,
+                    "judge_mode": (header.eval.metadata or {}).get("judge_mode"),
+                    "score": score.value, "ci": [score.low, score.high], "stderr": judged.stderr,
+                    "unscored": judged.unscored, "scores": values,
+                    "coherence": coherence.value, "coherence_ci": [coherence.low, coherence.high],
                     "scored": judged.scored, "log": evaluated.path,
                 })
         return sorted(records, key=lambda r: (r["trait"], _order(r["strength"]), r["model"], r["task"]))
@@ -442,17 +506,18 @@ class Experiment:
         return path
 
     def results(self) -> dict[str, Any]:
+        """Cells with n and 95% intervals, each strength against baseline, the shift-vs-score correlation;
+        written to eval_results.json and plots/results.html. `table` holds the cells' text (as the page)."""
         import pandas as pd
 
         from pv_harness.estimates import correlation
-        from pv_harness.reports.organisms import write_results_page
-        from pv_harness.scorers.judge import weak_grader_note
+        from pv_harness.reports.organisms import cell_table, write_results_page
 
         records = self.scores()
         shifts = self.shifts()
         frame = pd.DataFrame(records)
-        table = frame.pivot_table(index=["trait", "strength"], columns="task", values="score", aggfunc="mean")
-        table = table.reindex(sorted(table.index, key=lambda ix: (ix[0], _order(ix[1]))))
+        means = frame.pivot_table(index=["trait", "strength"], columns="task", values="score", aggfunc="mean")
+        differences = versus_baseline(records)
         correlations = {}
         if shifts:
             for trait in self.cfg.shift.vectors:  # type: ignore[union-attr]
@@ -466,16 +531,51 @@ class Experiment:
                 estimate = correlation(xs, ys)
                 r = estimate.value
                 as_large = statistics.fmean(c >= abs(r) for c in null) if null and r is not None else None
-                correlations[trait] = {"pearson": r, "pearson_ci": [estimate.low, estimate.high], "models": len(rows),
-                                       "null_mean_abs": statistics.fmean(null) if null else None,
+                correlations[trait] = {"pearson": r, "pearson_ci": [estimate.low, estimate.high], "n": estimate.n,
+                                       "models": len(rows), "null_mean_abs": statistics.fmean(null) if null else None,
                                        "null_fraction_as_large": as_large}
-        data = {"experiment": self.cfg.name, "config": str(self.path), "grader": self.grader, "records": records,
-                "table": {f"{t}/{s}": row.dropna().to_dict() for (t, s), row in table.iterrows()},
-                "shift": shifts, "shift_correlation": correlations}
+        notes = self.judge_notes()
+        data = {"experiment": self.cfg.name, "config": str(self.path), "grader": self.grader,
+                "judge_mode": self.cfg.evaluation.judge_mode, "notes": notes, "records": records,
+                "table": {f"{t}/{s}": row.dropna().to_dict() for (t, s), row in means.iterrows()},
+                "versus_baseline": differences, "shift": shifts, "shift_correlation": correlations}
         atomic_write_json(self.out / "eval_results.json", data)
         page = write_results_page(self.out / "plots" / "results.html", self.cfg.name, records, shifts, correlations,
-                                  weak_judge_note=weak_grader_note(self.grader))
-        return {"table": table, "data": data, "json": self.out / "eval_results.json", "html": page}
+                                  differences, notes=notes)
+        return {"table": cell_table(records), "data": data, "json": self.out / "eval_results.json", "html": page}
+
+    def judge_notes(self) -> list[str]:
+        """What a reader must know about the detection scores' judge (shown above the results)."""
+        from pv_harness.scorers.judge import LIKELIHOOD, judge_note
+
+        mode = self.cfg.evaluation.judge_mode
+        note = judge_note(self.grader, mode)
+        notes = [] if note is None else [note]
+        if mode == LIKELIHOOD:
+            base = self.grader == self.cfg.training.base_model
+            whose = " (the base model), never by the organism itself" if base else ""
+            notes.append(f"Every model's answers are scored with {self.grader}{whose}; coherence is on the likelihood "
+                         "judge's scale: read it against the baseline model's, not against 50.")
+        return notes
+
+
+def versus_baseline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per trained trait, detection task and strength above baseline: mean(strength) - mean(baseline) of the
+    scored answers (the models of one strength pooled), with Welch's 95% t interval."""
+    from pv_harness.estimates import difference_interval
+
+    pooled: dict[tuple[str, str, str], list[float]] = {}
+    for r in records:
+        pooled.setdefault((r["trait"], r["task"], r["strength"]), []).extend(r["scores"])
+    out = []
+    for (trait, task, strength), values in sorted(pooled.items(), key=lambda kv: (kv[0][:2], _order(kv[0][2]))):
+        baseline = pooled.get((trait, task, "baseline"))
+        if strength not in STRENGTHS or strength == "baseline" or baseline is None:
+            continue
+        d = difference_interval(values, baseline)
+        out.append({"trait": trait, "task": task, "strength": strength, "difference": d.value, "ci": [d.low, d.high],
+                    "n": [len(values), len(baseline)], "method": d.method})
+    return out
 
 
 def _order(strength: str) -> int:

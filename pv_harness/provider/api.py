@@ -26,6 +26,13 @@ inspect's model-call cache key (`-M` model args are not):
   (omitted with `"end_of_turn": false`) after the templated prompt, computed in one batched pass over the
   prompt's KV cache; the most likely continuation is the completion. Usage counts the prompt and the scored
   tokens as input, and no output.
+- `token_logprobs`: `true` (with `continuations`) adds to `pv_continuations` `"token_logprobs": [[float, one
+  per scored token], ...]` and `"tokens": [[token text, ...], ...]`, one list per continuation (its end-of-turn
+  token last, when scored); each `logprobs` entry is the sum of its list. A likelihood judge reads these.
+
+Scoring many answers after one prompt costs little more than the answers: an engine keeps the KV caches of
+recent unsteered prompts (`Engine.prompt_caches`, least recently used dropped beyond 256 MiB), and the
+scoring requests of one batch that share a prompt and steering run as one pass, their results split back.
 
 Seeds: a run seed S (`--seed S`) becomes each sample's own seed, derived from (S, sample id, epoch) by
 `sample_seed`, so the n answers to one question differ, a rerun with S gives the same answers, and batching
@@ -62,7 +69,7 @@ from inspect_ai.tool import ToolChoice, ToolInfo
 
 from pv_harness.errors import PvError
 
-PV_KEYS = {"steer", "monitor", "continuations", "end_of_turn"}
+PV_KEYS = {"steer", "monitor", "continuations", "end_of_turn", "token_logprobs"}
 DEFAULT_MAX_BATCH = 32
 DEFAULT_MAX_TOKENS = 2048
 
@@ -104,6 +111,12 @@ def pv_options(config: GenerateConfig) -> dict[str, Any]:
             raise PVRequestError('"monitor" applies to generation; it cannot be combined with "continuations"')
     if not isinstance(options.get("end_of_turn", True), bool):
         raise PVRequestError('"end_of_turn" must be true or false')
+    token_logprobs = options.get("token_logprobs", False)
+    if not isinstance(token_logprobs, bool):
+        raise PVRequestError('"token_logprobs" must be true or false')
+    if token_logprobs and conts is None:
+        raise PVRequestError('"token_logprobs" applies to "continuations"; for generated tokens set '
+                             'GenerateConfig(logprobs=True)')
     return options
 
 
@@ -139,8 +152,9 @@ class PVModelAPI(ModelAPI):
                                                   name=f"pv-batcher:{model_name}")
 
     def _run_batch(self, requests: list[Any]) -> list[Any]:
-        """Generation requests run as one batch; each scoring request as its own batched pass."""
-        from pv_harness.provider.engine import GenRequest
+        """Generation requests run as one batch; scoring requests that share a prompt and steering as one pass
+        (a failed shared pass is retried one request at a time, so one bad request fails alone)."""
+        from pv_harness.provider.engine import GenRequest, merge_scoring, scoring_groups, split_scoring
 
         results: list[Any] = [None] * len(requests)
         gen = [i for i, r in enumerate(requests) if isinstance(r, GenRequest)]
@@ -151,10 +165,21 @@ class PVModelAPI(ModelAPI):
             except Exception as ex:  # noqa: BLE001 - fail these requests, not the scoring ones
                 for i in gen:
                     results[i] = ex
-        for i, r in enumerate(requests):
-            if i not in gen:
+        scoring = [i for i, r in enumerate(requests) if not isinstance(r, GenRequest)]
+        for group in scoring_groups([requests[i] for i in scoring]):
+            indices = [scoring[g] for g in group]
+            parts = [requests[i] for i in indices]
+            if len(parts) > 1:
                 try:
-                    results[i] = self.engine.score(r)
+                    for i, scored in zip(indices, split_scoring(self.engine.score(merge_scoring(parts)), parts),
+                                         strict=True):
+                        results[i] = scored
+                    continue
+                except Exception:  # noqa: BLE001 - retried one by one below
+                    pass
+            for i in indices:
+                try:
+                    results[i] = self.engine.score(requests[i])
                 except Exception as ex:  # noqa: BLE001
                     results[i] = ex
         return results
@@ -258,7 +283,10 @@ class PVModelAPI(ModelAPI):
         ids = [self.engine.continuation_ids(prompt_text, prompt_ids, c, end_of_turn) for c in conts]
         result = await self.batcher.submit(ScoreRequest(prompt_ids=prompt_ids, continuations=ids, steer=steer))
         best = max(range(len(conts)), key=lambda i: result.logprobs[i])
-        scored = {"continuations": conts, "logprobs": result.logprobs, "end_of_turn": end_of_turn}
+        scored: dict[str, Any] = {"continuations": conts, "logprobs": result.logprobs, "end_of_turn": end_of_turn}
+        if options.get("token_logprobs", False):
+            scored["token_logprobs"] = result.token_logprobs
+            scored["tokens"] = [[self.engine.token_text(t) for t in c] for c in ids]
         output = ModelOutput(
             model=self.model_name,
             choices=[ChatCompletionChoice(

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 
 from pv_harness.provider.interventions import Interventions, MonitorSpec, SteerSpec, StopForward
-from pv_harness.provider.kv_cache import continue_prompt, returned_cache, with_cache
+from pv_harness.provider.kv_cache import PromptCaches, cache_bytes, continue_prompt, returned_cache, with_cache
 from pv_harness.provider.layers import ModelLayers, find_layers
 from pv_harness.provider.prepack import prepack_linears
 from pv_harness.vectors.files import VectorCache
@@ -38,6 +38,8 @@ from pv_harness.vectors.files import VectorCache
 StopReason = Literal["stop", "max_tokens", "model_length"]
 SYSTEM_JOIN = "\n\n"
 SCORE_MEMORY_BYTES = 512 * 2**20  # per chunk of continuations (expanded KV cache plus logits)
+LOGSUMEXP_BYTES = 32 * 2**20  # float32 logits normalised at a time when scoring
+PROMPT_CACHE_BYTES = 256 * 2**20  # unsteered prompt KV caches an engine keeps for scoring
 STOP_CRITERIA_KEPT = 8  # distinct stop-string sets whose vocabulary index an engine keeps
 
 
@@ -90,9 +92,10 @@ class ScoreRequest:
 
 @dataclass
 class ScoreResult:
-    logprobs: list[float]
+    logprobs: list[float]  # per continuation, the sum of its `token_logprobs`
     input_tokens: int
     scored_tokens: int
+    token_logprobs: list[list[float]] = field(default_factory=list)  # per continuation, one per token
 
 
 def resolve_device(device: str | None) -> str:
@@ -138,6 +141,7 @@ class Engine:
         self._stop_criteria: dict[tuple[str, ...], Any] = {}
         self._stop_lock = threading.Lock()
         self._tree_scoring: bool | None = None  # decided on the first continuation request
+        self.prompt_caches = PromptCaches(PROMPT_CACHE_BYTES)
 
     @classmethod
     def load(cls, name_or_path: str | Path, *, device: str | None = None, dtype: Any = None,
@@ -283,27 +287,70 @@ class Engine:
             return _Batch(self, list(requests)).run()
 
     def score(self, request: ScoreRequest) -> ScoreResult:
-        """Sum of token log-probs of each continuation after the prompt, sharing the prompt's KV cache."""
+        """Token log-probs of each continuation after the prompt, and their sums, over the prompt's KV cache."""
         with torch.inference_mode():
             return self._score(request)
 
+    def _prompt_pass(self, request: ScoreRequest) -> tuple[Any, torch.Tensor, Interventions | None]:
+        """The prompt's KV cache, its next-token log-probs and the request's steering hooks.
+
+        Unsteered prompts come from (and go to) `prompt_caches`; a steered prompt runs every time.
+        """
+        if not request.steer:
+            kept = self.prompt_caches.get(request.prompt_ids)
+            if kept is not None:
+                return kept[0], kept[1], None
+        dev = self.device
+        prompt = torch.tensor([request.prompt_ids], device=dev)
+        interventions = None
+        if request.steer:
+            interventions = Interventions(self.layers, [request.steer], device=dev, dtype=self.dtype)
+            last = torch.zeros_like(prompt, dtype=torch.bool)
+            last[:, -1] = True
+            interventions.set_step([0], prompt=torch.ones_like(last), response=last)
+        with interventions.hooks() if interventions is not None else nullcontext():
+            out = self.model(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True,
+                             logits_to_keep=1)
+        cache = returned_cache(out)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        if not request.steer:
+            self.prompt_caches.put(request.prompt_ids, cache, first)
+        return cache, first, interventions
+
     def _score_tree(self, request: ScoreRequest, cache: Any, first: Any, n_prompt: int,
-                    interventions: Interventions | None) -> list[float] | None:
-        """All continuations in one forward pass over their prefix tree, sharing the prompt's KV cache.
+                    interventions: Interventions | None) -> list[list[float]] | None:
+        """Each continuation's token log-probs from forward passes over their prefix tree, after the prompt.
 
         "0".."100" share their first digits, so 101 continuations need only 101 distinct prefixes; each
         prefix token attends to the prompt and its own ancestors (a 4D attention mask), so every
-        log-probability is exactly what that continuation alone would get. None if the model refuses
-        a 4D mask (then the row-per-continuation pass is used).
+        log-probability is exactly what that continuation alone would get. Continuations go in sorted order
+        (shared prefixes side by side), in groups whose logits fit `SCORE_MEMORY_BYTES`, each over a copy of
+        the prompt's cache. None if the model refuses a 4D mask (then the row-per-continuation pass is used).
         """
-        dev = self.device
+        conts = request.continuations
+        values = [[float(first[c[0]])] for c in conts]
+        per_node = cache_bytes(cache) / max(n_prompt, 1) + 4 * first.shape[-1]
+        budget = max(1, int(SCORE_MEMORY_BYTES // per_node))
+        group: list[int] = []
         nodes: dict[tuple[int, ...], int] = {}
-        for c in request.continuations:
-            for k in range(1, len(c)):
-                nodes.setdefault(tuple(c[:k]), len(nodes))
-        totals = [float(first[c[0]]) for c in request.continuations]
-        if not nodes:
-            return totals
+        for i in sorted(range(len(conts)), key=lambda i: conts[i]):
+            new = [p for p in (tuple(conts[i][:k]) for k in range(1, len(conts[i]))) if p not in nodes]
+            if nodes and len(nodes) + len(new) > budget:
+                if not self._tree_pass(request, group, nodes, cache, n_prompt, interventions, values):
+                    return None
+                group, nodes = [], {}
+                new = [tuple(conts[i][:k]) for k in range(1, len(conts[i]))]
+            group.append(i)
+            for p in new:
+                nodes.setdefault(p, len(nodes))
+        if nodes and not self._tree_pass(request, group, nodes, cache, n_prompt, interventions, values):
+            return None
+        return values
+
+    def _tree_pass(self, request: ScoreRequest, group: list[int], nodes: dict[tuple[int, ...], int], cache: Any,
+                   n_prompt: int, interventions: Interventions | None, values: list[list[float]]) -> bool:
+        """One forward pass over the prefix tree `nodes` of the continuations `group`, appending to `values`."""
+        dev = self.device
         order = list(nodes)
         q = len(order)
         allowed = torch.zeros((q, n_prompt + q), dtype=torch.bool, device=dev)
@@ -319,64 +366,56 @@ class Engine:
         try:
             with interventions.hooks() if interventions is not None else nullcontext():
                 logits = self.model(input_ids=inputs, attention_mask=allowed[None, None], position_ids=positions,
-                                    use_cache=True, **with_cache(self.model, cache)).logits
+                                    use_cache=True, **with_cache(self.model, copy.deepcopy(cache))).logits
         except (RuntimeError, ValueError, TypeError):
-            return None
-        logp = torch.log_softmax(logits[0].float(), dim=-1)
-        for i, c in enumerate(request.continuations):
-            totals[i] += sum(float(logp[nodes[tuple(c[:k])], c[k]]) for k in range(1, len(c)))
-        return totals
+            return False
+        conts = [request.continuations[i] for i in group]
+        rows = [nodes[tuple(c[:k])] for c in conts for k in range(1, len(c))]
+        targets = [c[k] for c in conts for k in range(1, len(c))]
+        got = _target_logprobs(logits[0], torch.tensor(rows, device=dev), torch.tensor(targets, device=dev))
+        _extend(values, group, conts, got.tolist())
+        return True
 
     def _score_rows(self, request: ScoreRequest, cache: Any, first: Any, n_prompt: int,
-                    interventions: Interventions | None) -> list[float]:
-        """One batch row per continuation over a copy of the prompt's KV cache (any model)."""
+                    interventions: Interventions | None) -> list[list[float]]:
+        """Each continuation's token log-probs, one batch row per continuation over a copy of the prompt's cache
+        (any model); rows of similar length go together, as many as fit `SCORE_MEMORY_BYTES`."""
         dev = self.device
-        totals = [float(first[c[0]]) for c in request.continuations]
-
-        per_token = _cache_bytes(cache) / max(n_prompt, 1)
+        conts = request.continuations
+        values = [[float(first[c[0]])] for c in conts]
+        per_token = cache_bytes(cache) / max(n_prompt, 1)
         vocab = first.shape[-1]
-        longest = max(len(c) for c in request.continuations)
-        per_row = per_token * (n_prompt + longest) + 4 * vocab * longest
-        chunk = max(1, int(SCORE_MEMORY_BYTES // max(per_row, 1)))
-        todo = [i for i, c in enumerate(request.continuations) if len(c) > 1]
-        for start in range(0, len(todo), chunk):
-            rows = todo[start:start + chunk]
-            conts = [request.continuations[i] for i in rows]
-            width = max(len(c) for c in conts) - 1
+        todo = sorted((i for i, c in enumerate(conts) if len(c) > 1), key=lambda i: len(conts[i]))
+        chunks: list[list[int]] = []
+        for i in todo:  # ascending length: the newest row is the widest
+            width = len(conts[i]) - 1
+            if chunks and (len(chunks[-1]) + 1) * (per_token * (n_prompt + width) + 4 * vocab * width) \
+                    <= SCORE_MEMORY_BYTES:
+                chunks[-1].append(i)
+            else:
+                chunks.append([i])
+        for rows in chunks:
+            chunk = [conts[i] for i in rows]
+            width = max(len(c) for c in chunk) - 1
             inputs = torch.full((len(rows), width), self.pad_id, device=dev)
-            targets = torch.zeros((len(rows), width), dtype=torch.long, device=dev)
             mask = torch.zeros((len(rows), width), dtype=torch.long, device=dev)
-            for j, c in enumerate(conts):
+            for j, c in enumerate(chunk):
                 inputs[j, :len(c) - 1] = torch.tensor(c[:-1], device=dev)
-                targets[j, :len(c) - 1] = torch.tensor(c[1:], device=dev)
                 mask[j, :len(c) - 1] = 1
             if interventions is not None:
                 interventions.set_step([0] * len(rows), prompt=torch.zeros_like(mask), response=mask)
             with interventions.hooks() if interventions is not None else nullcontext():
                 logits = continue_prompt(self.model, cache, n_prompt, inputs, mask).logits
-            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])[..., 0]
-            sums = (logp * mask).sum(-1).tolist()
-            for i, s in zip(rows, sums, strict=True):
-                totals[i] += s
+            real = mask.reshape(-1).nonzero()[:, 0]  # row by row, each row's tokens in order
+            targets = torch.tensor([t for c in chunk for t in c[1:]], device=dev)
+            got = _target_logprobs(logits.reshape(-1, logits.shape[-1]), real, targets)
+            _extend(values, rows, chunk, got.tolist())
             del logits
-        return totals
+        return values
 
     def _score(self, request: ScoreRequest) -> ScoreResult:
-        dev = self.device
-        prompt = torch.tensor([request.prompt_ids], device=dev)
-        n_prompt = prompt.shape[1]
-        interventions = None
-        if request.steer:
-            interventions = Interventions(self.layers, [request.steer], device=dev, dtype=self.dtype)
-            last = torch.zeros_like(prompt, dtype=torch.bool)
-            last[:, -1] = True
-            interventions.set_step([0], prompt=torch.ones_like(last), response=last)
-        hooks = interventions.hooks() if interventions is not None else nullcontext()
-        with hooks:
-            out = self.model(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True,
-                             logits_to_keep=1)
-        cache = returned_cache(out)
-        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        n_prompt = len(request.prompt_ids)
+        cache, first, interventions = self._prompt_pass(request)
         multi_token = any(len(c) > 1 for c in request.continuations)
         if any(getattr(cache, "is_sliding", None) or []):
             # one 4D mask would serve sliding-window layers too, and a short first prompt (inside the window)
@@ -384,29 +423,67 @@ class Engine:
             self._tree_scoring = False
         if self._tree_scoring is None and multi_token:
             # first use: check the one-pass tree against the row-per-continuation pass on this very request
-            tree = self._score_tree(request, copy.deepcopy(cache), first, n_prompt, interventions)
-            totals = self._score_rows(request, cache, first, n_prompt, interventions)
-            self._tree_scoring = tree is not None and all(abs(a - b) <= 1e-3 + 1e-5 * abs(b)
-                                                          for a, b in zip(tree, totals, strict=True))
+            tree = self._score_tree(request, cache, first, n_prompt, interventions)
+            values = self._score_rows(request, cache, first, n_prompt, interventions)
+            self._tree_scoring = tree is not None and all(abs(sum(a) - sum(b)) <= 1e-3 + 1e-5 * abs(sum(b))
+                                                          for a, b in zip(tree, values, strict=True))
         elif self._tree_scoring:
             tree = self._score_tree(request, cache, first, n_prompt, interventions)
             if tree is None:
                 raise RuntimeError("the model stopped accepting the tree attention mask it accepted before")
-            totals = tree
+            values = tree
         else:
-            totals = self._score_rows(request, cache, first, n_prompt, interventions)
+            values = self._score_rows(request, cache, first, n_prompt, interventions)
         scored = sum(len(c) for c in request.continuations)
-        return ScoreResult(logprobs=totals, input_tokens=n_prompt, scored_tokens=scored)
+        return ScoreResult(logprobs=[sum(v) for v in values], input_tokens=n_prompt, scored_tokens=scored,
+                           token_logprobs=values)
 
 
-def _cache_bytes(cache: Any) -> int:
-    total = 0
-    for layer in getattr(cache, "layers", []):
-        for name in ("keys", "values"):
-            t = getattr(layer, name, None)
-            if t is not None and hasattr(t, "element_size"):
-                total += t.numel() * t.element_size()
-    return total
+def scoring_groups(requests: Sequence[ScoreRequest]) -> list[list[int]]:
+    """Indices of the requests that share prompt ids and steering (each group can run as one pass), in order."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, r in enumerate(requests):
+        steer = tuple((s.layer, s.coef, s.positions, s.op, s.vector.detach().cpu().numpy().tobytes())
+                      for s in r.steer)
+        groups.setdefault((tuple(r.prompt_ids), steer), []).append(i)
+    return list(groups.values())
+
+
+def merge_scoring(requests: Sequence[ScoreRequest]) -> ScoreRequest:
+    """One request for all the continuations of requests that share a prompt and steering."""
+    return ScoreRequest(prompt_ids=requests[0].prompt_ids, steer=requests[0].steer,
+                        continuations=[c for r in requests for c in r.continuations])
+
+
+def split_scoring(result: ScoreResult, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+    """Each request's part of a merged request's result (each counts the prompt as its own input)."""
+    parts, start = [], 0
+    for r in requests:
+        end = start + len(r.continuations)
+        parts.append(ScoreResult(logprobs=result.logprobs[start:end], input_tokens=result.input_tokens,
+                                 scored_tokens=sum(len(c) for c in r.continuations),
+                                 token_logprobs=result.token_logprobs[start:end]))
+        start = end
+    return parts
+
+
+def _target_logprobs(logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits[rows])[targets], one value per row, without a log-softmax over the whole block:
+    the target logit minus the row's logsumexp, `LOGSUMEXP_BYTES` of float32 logits at a time."""
+    step = max(1, LOGSUMEXP_BYTES // (4 * logits.shape[-1]))
+    parts = []
+    for start in range(0, len(rows), step):
+        block = logits[rows[start:start + step]].float()
+        parts.append(block.gather(-1, targets[start:start + step, None])[:, 0] - torch.logsumexp(block, dim=-1))
+    return torch.cat(parts) if parts else logits.new_zeros(0, dtype=torch.float32)
+
+
+def _extend(values: list[list[float]], indices: list[int], conts: list[list[int]], flat: list[float]) -> None:
+    """Append to each continuation's values its own run of `flat` (len - 1 values each, in order)."""
+    start = 0
+    for i, c in zip(indices, conts, strict=True):
+        values[i].extend(flat[start:start + len(c) - 1])
+        start += len(c) - 1
 
 
 def _byte_decoder(tokenizer: Any) -> dict[str, int] | None:

@@ -4,8 +4,9 @@
 instruction and epoch, keeps the effective ones (the paper's paired filter by default), runs the
 model over exactly the conversations the collection saw, and writes one safetensors file per
 model and trait with metadata saying how it was made. A held-out share of questions is scored
-with a vector fitted without them (answers re-encoded without the persona system prompt) to
-report per-layer AUROC, the honest check that the direction generalises.
+with a vector fitted without them to report per-layer AUROC, the honest check that the direction
+generalises: text-only (answers re-encoded without the persona system prompt, so the AUROC measures
+the answer) and in context (with the system prompt they were written under, as extraction sees them).
 """
 
 from __future__ import annotations
@@ -147,51 +148,50 @@ def default_batch_size(engine: Engine) -> int:
     return 1 if engine.device.type == "cpu" else 8
 
 
-def _pool_into(method: ExtractionMethod | None, engine: Engine, answers: Sequence[CollectedAnswer], *,
-               system_prompt: bool, batch_size: int,
-               progress: Callable[[int], None]) -> dict[str, dict[str, torch.Tensor]] | None:
-    """Feed answers to an extraction method (or, with none, return the pooled vectors per polarity).
+def _pool_into(method: ExtractionMethod | _Rows, engine: Engine, answers: Sequence[CollectedAnswer], *,
+               system_prompt: bool, batch_size: int, progress: Callable[[int], None]) -> None:
+    """Feed answers' pooled activations, split by polarity, to an extraction method (or a `_Rows`).
 
     The prompt is rendered by the same code the `pv/` provider generated with (`Engine.chat_text`).
     """
     encoded = [activations.encode(engine.tokenizer, engine.chat_text(a.messages(system_prompt)), a.answer)
                for a in answers]
-    keep: dict[str, dict[str, list[torch.Tensor]]] = {}
     for indices, pooled in activations.pool(engine.model, encoded, pad_token_id=engine.pad_id,
                                             batch_size=batch_size, progress=progress):
         for polarity in ("pos", "neg"):
             rows = [j for j, i in enumerate(indices) if answers[i].polarity == polarity]
-            if not rows:
-                continue
-            part = {kind: t[rows] for kind, t in pooled.items()}
-            if method is not None:
-                method.add(polarity, part)
-            else:
-                for kind, t in part.items():
-                    keep.setdefault(polarity, {}).setdefault(kind, []).append(t)
-    if method is not None:
-        return None
-    return {pol: {kind: torch.cat(ts) for kind, ts in kinds.items()} for pol, kinds in keep.items()}
+            if rows:
+                method.add(polarity, {kind: t[rows] for kind, t in pooled.items()})
+
+
+def _heldout_auroc(rows: dict[str, dict[str, torch.Tensor]], unit: torch.Tensor, layer: int) -> tuple:
+    """AUROC (pos above neg) of held-out response means projected on a unit direction, and the counts."""
+    pos = (rows["pos"]["response_avg"][:, layer] @ unit).tolist()
+    neg = (rows["neg"]["response_avg"][:, layer] @ unit).tolist()
+    return auroc(pos, neg), {"pos": len(pos), "neg": len(neg)}
 
 
 def _diagnostics(vectors: dict[str, torch.Tensor], train_vectors: dict[str, torch.Tensor] | None,
-                 heldout: dict[str, dict[str, torch.Tensor]] | None) -> list[dict]:
-    """Per layer: norm of each final vector; AUROC of held-out projections on the train-only vector."""
+                 heldout_text: dict[str, dict[str, torch.Tensor]] | None,
+                 heldout_context: dict[str, dict[str, torch.Tensor]] | None) -> list[dict]:
+    """Per layer: norm of each final vector; AUROC of held-out projections on the train-only vector.
+
+    `heldout_auroc` is text-only (no system prompt), `heldout_auroc_context` the same answers in context.
+    """
     rows = []
     num_layers = vectors["response_avg_diff"].shape[0]
     for layer in range(num_layers):
         row: dict = {"layer": layer}
         for kind, v in vectors.items():
             row[f"{kind}_norm"] = float(v[layer].norm())
-        if heldout and train_vectors and "pos" in heldout and "neg" in heldout:
+        if train_vectors and heldout_text and heldout_context and {"pos", "neg"} <= heldout_text.keys():
             direction = train_vectors["response_avg_diff"][layer]
             unit = direction / direction.norm().clamp_min(1e-12)
-            pos = (heldout["pos"]["response_avg"][:, layer] @ unit).tolist()
-            neg = (heldout["neg"]["response_avg"][:, layer] @ unit).tolist()
-            estimate = auroc(pos, neg)
-            row["heldout_auroc"] = math.nan if estimate.value is None else estimate.value
-            row["heldout_auroc_ci"] = [estimate.low, estimate.high]
-            row["heldout_n"] = {"pos": len(pos), "neg": len(neg)}
+            for suffix, held in (("", heldout_text), ("_context", heldout_context)):
+                estimate, counts = _heldout_auroc(held, unit, layer)
+                row[f"heldout_auroc{suffix}"] = math.nan if estimate.value is None else estimate.value
+                row[f"heldout_auroc{suffix}_ci"] = [estimate.low, estimate.high]
+            row["heldout_n"] = counts
         rows.append(row)
     return rows
 
@@ -237,27 +237,36 @@ def extract(
     if held and not all(side == {"pos", "neg"} for side in sides):
         log("too few kept answers to hold questions out: no held-out diagnostics")
         held = set()
-    if progress is None:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(kept) + sum(a.question_id in held for a in kept), desc="pooling activations",
-                   unit="answer", leave=False)
-        progress = bar.update
     full, train = factory(), factory() if held else None
     train_part = [a for a in kept if a.question_id not in held]
     held_part = [a for a in kept if a.question_id in held]
-    # one forward pass over the training share feeds both the final and the train-only vectors
+    # the AUROCs rest on every answer of the held-out questions, not only the ones the (judge-driven) filter kept:
+    # a judge-selected test set would flatter the vector
+    kept_ids = {id(a) for a in held_part}
+    held_rest = [a for a in answers if a.question_id in held and a.answer.strip() and id(a) not in kept_ids
+                 and a.polarity in ("pos", "neg")]
+    if progress is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(kept) + 2 * len(held_rest) + len(held_part), desc="pooling activations",
+                   unit="answer", leave=False)
+        progress = bar.update
+    # one forward pass over the training share feeds both the final and the train-only vectors, and one over
+    # the kept held-out share both the final vector and the in-context diagnostics
+    heldout_context, heldout_text = _Rows(), _Rows()
     if train is not None:
         _pool_into(_Tee(full, train), engine, train_part, system_prompt=True,
                    batch_size=batch_size, progress=progress)
-        _pool_into(full, engine, held_part, system_prompt=True, batch_size=batch_size, progress=progress)
+        _pool_into(_Tee(full, heldout_context), engine, held_part, system_prompt=True, batch_size=batch_size,
+                   progress=progress)
+        _pool_into(heldout_context, engine, held_rest, system_prompt=True, batch_size=batch_size, progress=progress)
+        _pool_into(heldout_text, engine, held_part + held_rest, system_prompt=False, batch_size=batch_size,
+                   progress=progress)
     else:
         _pool_into(full, engine, kept, system_prompt=True, batch_size=batch_size, progress=progress)
     vectors = {f"{kind}_diff": v for kind, v in full.result().items()}
     train_vectors = {f"{kind}_diff": v for kind, v in train.result().items()} if train is not None else None
-    heldout = (_pool_into(None, engine, held_part, system_prompt=False, batch_size=batch_size,
-                          progress=progress) if held_part else None)
-    diagnostics = _diagnostics(vectors, train_vectors, heldout)
+    diagnostics = _diagnostics(vectors, train_vectors, heldout_text.result(), heldout_context.result())
 
     meta = {
         "model": model_name,
@@ -271,6 +280,7 @@ def extract(
         "neg_samples": len(selection.neg),
         "dropped": dict(selection.dropped),
         "heldout_questions": sorted(held),
+        "heldout_set": "every non-empty answer of the held-out questions, kept by the filter or not",
         "judge": judge,
         "source_logs": list(sources),
         "diagnostics": diagnostics,
@@ -278,6 +288,20 @@ def extract(
     vector_file = VectorFile(tensors=vectors, metadata=meta)
     path = save_vectors(vector_file, out)
     return ExtractionResult(Path(path), vector_file, selection, diagnostics)
+
+
+class _Rows:
+    """Keep every pooled row per polarity: the few held-out answers the diagnostics project."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, dict[str, list[torch.Tensor]]] = {}
+
+    def add(self, polarity: str, pooled: dict[str, torch.Tensor]) -> None:
+        for kind, t in pooled.items():
+            self.parts.setdefault(polarity, {}).setdefault(kind, []).append(t)
+
+    def result(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {pol: {kind: torch.cat(ts) for kind, ts in kinds.items()} for pol, kinds in self.parts.items()}
 
 
 class _Tee:
