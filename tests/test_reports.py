@@ -93,8 +93,9 @@ def test_run_page_leads_with_the_findings_and_shows_the_note_the_caller_gives(tm
     assert "<li>no layer chosen by the sweep; figures below are for swept layer 2</li>" in page
     assert "<li>held-out AUROC at layer 2, in context: 0.88 (95% CI 0.70 to 1.00), n = 40</li>" in page
     assert "<li>held-out AUROC at layer 2, text only: n/a, n = 40</li>" in page
-    assert ("<li>steering effect at layer 2: coef 4 minus coef 0 = +25.5 trait points (95% CI -1.0 to +52.0, "
-            "n = 20)</li>") in page
+    assert ("<li>steering effect at layer 2, largest coefficient: coef 4 minus coef 0 = +25.5 trait points "
+            "(95% CI -1.0 to +52.0, n = 20)</li>") in page
+    assert "chosen setting" not in page  # no layer was chosen
     assert ("monitoring: Pearson r(last prompt token projection, trait score) = +0.50 (95% CI +0.25 to +0.70), "
             "n = 60") in page
     assert ("<li>pos: trait 71.2 (95% CI 60.0 to 80.0, n = 99), coherence - (no interval, n = 0) of 100 answers</li>"

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from pv_harness.atomic import atomic_write_json
-from pv_harness.estimates import Estimate, mean_interval
+from pv_harness.estimates import Estimate, difference_interval, mean_interval
 from pv_harness.logs import CollectionLog
 from pv_harness.reports.sweep import LayerChoice, steering_effects, summarise
 
@@ -76,6 +76,17 @@ def steering_effect(effects: pd.DataFrame, layer: int) -> dict[str, Any] | None:
             "ci": _interval(r["low"], r["high"]), "n": int(r["n"])}
 
 
+def chosen_effect(frame: pd.DataFrame, choice: LayerChoice | None) -> dict[str, Any] | None:
+    """Trait at the chosen setting minus unsteered, with Welch's interval and n (None without a choice)."""
+    if choice is None:
+        return None
+    cells = frame[frame["layer"] == choice.layer]
+    estimate = difference_interval(cells.loc[cells["coef"] == choice.coef, "trait"].tolist(),
+                                   cells.loc[cells["coef"] == 0, "trait"].tolist())
+    return {"layer": choice.layer, "coef": choice.coef, "effect": _finite(estimate.value),
+            "ci": _interval(estimate.low, estimate.high), "n": estimate.n}
+
+
 def estimate_fields(prefix: str, estimate: Estimate) -> dict[str, Any]:
     return {prefix: _finite(estimate.value), f"{prefix}_ci": _interval(estimate.low, estimate.high),
             f"{prefix}_n": estimate.n}
@@ -118,6 +129,7 @@ def build_results(*, trait: str, model: str, judge: str, meta: dict[str, Any], l
         "auroc_test_set": "held-out questions: " + ", ".join(str(q) for q in meta.get("heldout_questions", [])),
         "steering": steering_rows(summary),
         "steering_effect": steering_effect(steering_effects(frame), layer),
+        "chosen_effect": chosen_effect(frame, choice),
         "monitor_r": _finite(monitor_r.value), "monitor_r_ci": _interval(monitor_r.low, monitor_r.high),
         "monitor_n": monitor_r.n,
         "monitor_r_by_layer": [{"layer": swept, **estimate_fields("r", r)}
@@ -145,10 +157,15 @@ def finding_lines(results: dict[str, Any]) -> list[str]:
         value = results[key]
         shown = "n/a" if value is None else f"{value:.2f} ({_ci(results[key + '_ci'], '.2f')})"
         lines.append(f"held-out AUROC at layer {layer}, {label}: {shown}, n = {results['auroc_n']}")
-    effect = results["steering_effect"]
-    if effect is not None and effect["effect"] is not None:
-        lines.append(f"steering effect at layer {layer}: coef {effect['coef']:g} minus coef 0 = "
-                     f"{effect['effect']:+.1f} trait points ({_ci(effect['ci'], '+.1f')}, n = {effect['n']})")
+    chosen = results.get("chosen_effect")
+    for key in ("chosen_effect", "steering_effect"):
+        effect = results.get(key)
+        if key == "steering_effect" and chosen is not None and effect is not None and effect["coef"] == chosen["coef"]:
+            continue  # the chosen setting is the largest coefficient: one line says it
+        if effect is not None and effect["effect"] is not None:
+            label = "chosen setting" if key == "chosen_effect" else "largest coefficient"
+            lines.append(f"steering effect at layer {layer}, {label}: coef {effect['coef']:g} minus coef 0 = "
+                         f"{effect['effect']:+.1f} trait points ({_ci(effect['ci'], '+.1f')}, n = {effect['n']})")
     r = results["monitor_r"]
     shown = "n/a" if r is None else f"{r:+.2f} ({_ci(results['monitor_r_ci'], '+.2f')})"
     lines.append(f"monitoring: Pearson r(last prompt token projection, trait score) = {shown}, "
