@@ -53,6 +53,7 @@ GRADER_ROLE = "grader"
 PAPER_JUDGE = "openai/gpt-4.1-mini-2025-04-14"
 MIN_MASS = 0.25
 TOP_LOGPROBS = 20
+JUDGE_SEED = 0  # the paper's judge requests carry seed=0
 TEXT_MAX_TOKENS = 16
 CONTINUATIONS = [str(n) for n in range(101)]
 # providers whose APIs return no logprobs: go straight to text mode
@@ -239,12 +240,14 @@ def check_mode(mode: str, grader: Model) -> None:
 
 
 def grader_config(mode: str, grader: Model) -> GenerateConfig:
+    """The judge request of a mode; the paper's judge sends `seed=0` (a provider that samples at temperature 0
+    anyway, or ignores seeds, loses nothing by it)."""
     if mode == "logprob":
-        config = GenerateConfig(max_tokens=1, temperature=0, logprobs=True, top_logprobs=TOP_LOGPROBS)
+        config = GenerateConfig(max_tokens=1, temperature=0, logprobs=True, top_logprobs=TOP_LOGPROBS, seed=JUDGE_SEED)
     elif mode == "continuation":
         config = GenerateConfig(max_tokens=1, temperature=0, extra_body={"pv": {"continuations": CONTINUATIONS}})
     else:
-        config = GenerateConfig(max_tokens=TEXT_MAX_TOKENS, temperature=0)
+        config = GenerateConfig(max_tokens=TEXT_MAX_TOKENS, temperature=0, seed=JUDGE_SEED)
     if model_name(grader).startswith("hf/"):
         # inspect's hf provider crashes at temperature 0 when sampling; only logprobs are read in
         # logprob mode, and text mode on hf is greedy only with -M do_sample=false

@@ -143,6 +143,7 @@ def test_logprob_mode_request_and_score() -> None:
     assert result.value == pytest.approx((60 * 0.5 + 80 * 0.3) / 0.8)
     config: GenerateConfig = calls[0]["config"]
     assert (config.max_tokens, config.temperature, config.logprobs, config.top_logprobs) == (1, 0, True, 20)
+    assert config.seed == 0  # as the paper's judge sends it
     assert calls[0]["prompt"] == "judge this"
 
 
@@ -162,6 +163,7 @@ def test_text_mode_request() -> None:
     result, mode = asyncio.run(ask_grader("judge this", grader=grader, mode="text"))
     assert (mode, result.value, result.reason, result.reply) == ("text", None, "refusal", "REFUSAL")
     assert calls[0]["config"].logprobs is None and calls[0]["config"].temperature == 0
+    assert calls[0]["config"].seed == 0
 
 
 def test_auto_falls_back_to_text_when_grader_has_no_logprobs(monkeypatch: pytest.MonkeyPatch) -> None:
