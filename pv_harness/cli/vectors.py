@@ -1,4 +1,5 @@
-"""`pv vectors`: what a vector file holds, and how the traits' directions relate."""
+"""`pv vectors`: what a vector file holds, how the traits' directions relate, and export / import to other
+steering tools (llama.cpp, repeng, steering-vectors, the paper's .pt)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import click
 
 from pv_harness.cli.fail import fail
-from pv_harness.vectors.files import read_any
+from pv_harness.vectors.files import DEFAULT_KIND, VectorError, read_any
+from pv_harness.vectors.interop import FORMATS
 
 
 @click.group()
@@ -97,3 +99,65 @@ def compare(paths: tuple[Path, ...], kind: str, layer: int | None, html: Path | 
         html.parent.mkdir(parents=True, exist_ok=True)
         fig.write_html(html, include_plotlyjs="directory")  # plotly.min.js beside the page: works offline
         click.echo(f"wrote {html}")
+
+
+def _rows_option(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError as ex:
+        raise click.BadParameter(f"a comma-separated list of layer numbers, got {value!r}") from ex
+
+
+@vectors.command("export")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--to", "fmt", required=True, type=click.Choice(FORMATS), help="The other tool's format.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
+@click.option("--kind", default=DEFAULT_KIND, show_default=True, help="Which vector kind to export.")
+@click.option("--layers", "rows", callback=_rows_option,
+              help="Our layer numbers (hidden-states rows), e.g. 10,12 (default: every layer the format holds).")
+@click.option("--model-hint", default=None,
+              help="controlvector.model_hint for gguf/repeng (default: the model's config model_type, "
+                   "else the model name in the file).")
+def export_command(path: Path, fmt: str, out: Path, kind: str, rows: list[int] | None,
+                   model_hint: str | None) -> None:
+    """Write a vector file as a llama.cpp control vector (gguf), repeng's GGUF, steering-vectors or the paper's .pt.
+
+    Our layer l (output of block l, from 1) is block l-1 counted from 0 in all three tools: it is written
+    as direction.(l-1) / layer id l-1; the mapping is stored in the file's metadata.
+    """
+    from pv_harness.vectors.interop import export_vectors, model_type
+
+    try:
+        vf = read_any(path, kind=kind)
+        model = vf.metadata.get("model")
+        hint = model_hint or (model_type(model) if model else None)
+        written = export_vectors(vf, fmt, out, kind=kind, rows=rows, model_hint=hint)
+    except VectorError as ex:
+        fail(str(ex))
+    click.echo(f"wrote {written} ({fmt}, {kind})")
+
+
+@vectors.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--from", "fmt", required=True, type=click.Choice(FORMATS), help="The other tool's format.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Our vector file (.safetensors) to write.")
+@click.option("--model", required=True,
+              help="The model the vector is for (recorded in the file; a local model's shape is checked).")
+@click.option("--kind", default=DEFAULT_KIND, show_default=True, help="Store the vector under this kind.")
+def import_command(path: Path, fmt: str, out: Path, model: str, kind: str) -> None:
+    """Read another tool's vector into our safetensors file: block N (from 0) becomes our layer N+1;
+    layers the file lacks are zero rows."""
+    from pv_harness.vectors.interop import import_to_file
+
+    if out.suffix != ".safetensors":
+        fail(f"--out {out}: our vector files end in .safetensors")
+    try:
+        written, vf = import_to_file(path, fmt, out, model=model, kind=kind)
+    except VectorError as ex:
+        fail(str(ex))
+    layers = vf.metadata["imported_layers"]
+    click.echo(f"wrote {written}: {kind} {list(vf.tensors[kind].shape)}, {len(layers)} layers "
+               f"({layers[0]}..{layers[-1]}) from {fmt}")
