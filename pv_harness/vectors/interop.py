@@ -277,4 +277,4 @@ def import_to_file(path: str | os.PathLike[str], fmt: str, out: str | os.PathLik
                    kind: str = DEFAULT_KIND) -> tuple[Path, VectorFile]:
     """`import_vectors` checked against `model`'s shape when it is a local model, saved as our safetensors."""
     vectors = import_vectors(path, fmt, model=model, kind=kind, shape=model_shape(model))
-    return save_vectors(vectors, out), vectors
+    return save_vectors(vectors, Path(out)), vectors
