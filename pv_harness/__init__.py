@@ -46,6 +46,11 @@ _EXPORTS = {
     "parse_steer": "pv_harness.provider.interventions",
     "parse_monitor": "pv_harness.provider.interventions",
     "steer_all": "pv_harness.provider.interventions",
+    # from Python: vector objects and a synchronous model
+    "PersonaVector": "pv_harness.vectors.persona_vector",
+    "load_model": "pv_harness.session",
+    "LocalModel": "pv_harness.session",
+    "Generation": "pv_harness.session",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -2,8 +2,10 @@
 
 Third-party plugins are packages with an entry point in the `pv_harness` group. Set
 `PV_HARNESS_PLUGINS` to a comma-separated list of entry-point names to load only those (an empty
-value loads none). A plugin that fails to import, or registers something invalid, is reported
-by name in `plugin_errors()` and `pv plugins`; the others keep working.
+value loads none); a listed name no installed plugin has is reported by `plugin_warnings()`. A plugin
+that fails to import or whose hook raises (anything, `SystemExit` included; only `KeyboardInterrupt` stops
+the command), or that registers something invalid, is reported by name in `plugin_errors()` and
+`pv plugins`; the others keep working.
 
 Every `register_*` hook goes through one mechanism, `collected(hook)`: each plugin's `register` calls are
 bound to the signature its `hookspecs.Register*` protocol documents and checked, and the result is cached
@@ -180,6 +182,7 @@ class _Manager(pluggy.PluginManager):
 class _State:
     pm: _Manager
     load_errors: list[PluginError]
+    load_warnings: list[PluginError]
     versions: dict[str, str]
     collected: dict[str, tuple[int, Collected]] = field(default_factory=dict)  # hook -> (generation, result)
 
@@ -191,6 +194,13 @@ def _allowed() -> set[str] | None:
     return {name.strip() for name in value.split(",") if name.strip()}
 
 
+def _describe(ex: BaseException) -> str:
+    """What a plugin raised, in one line (`SystemExit` says so: its message is only the exit code)."""
+    if isinstance(ex, SystemExit):
+        return f"SystemExit: it called sys.exit({ex.code!r})"
+    return f"{type(ex).__name__}: {ex}"
+
+
 @cache
 def _state() -> _State:
     pm = _Manager(hookspecs.PROJECT)
@@ -200,7 +210,8 @@ def _state() -> _State:
     for module_name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name.rsplit(".", 1)[-1])
     allowed = _allowed()
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):  # a stable plugin order
+    installed = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)  # a stable plugin order
+    for ep in installed:
         if allowed is not None and ep.name not in allowed:
             continue
         if pm.has_plugin(ep.name):
@@ -208,12 +219,26 @@ def _state() -> _State:
             continue
         try:
             pm.register(ep.load(), name=ep.name)
-        except Exception as ex:  # noqa: BLE001 - a broken third-party plugin must not take the others down
-            errors.append(PluginError(ep.name, f"failed to load: {type(ex).__name__}: {ex}"))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as ex:  # noqa: BLE001 - a broken third-party plugin must not take the others down
+            errors.append(PluginError(ep.name, f"failed to load: {_describe(ex)}"))
             continue
         if ep.dist is not None:
             versions[ep.name] = ep.dist.version
-    return _State(pm, errors, versions)
+    names = sorted({ep.name for ep in installed})
+    warnings = [_not_installed(name, built_in=pm.has_plugin(name), installed=names)
+                for name in sorted((allowed or set()) - set(names))]
+    return _State(pm, errors, warnings, versions)
+
+
+def _not_installed(name: str, *, built_in: bool, installed: list[str]) -> PluginError:
+    """Why a name in `PV_HARNESS_PLUGINS` loaded nothing: a typo loads nothing, silently otherwise."""
+    if built_in:
+        return PluginError(name, f"named in {LOAD_ENV}, but it is built in and always loads ({LOAD_ENV} limits "
+                                 "third-party plugins only)")
+    return PluginError(name, f"named in {LOAD_ENV} but not installed; installed third-party plugins: "
+                             f"{', '.join(installed) or '(none)'}")
 
 
 def reset() -> None:
@@ -250,8 +275,10 @@ def _collect(pm: pluggy.PluginManager, hook_name: str) -> Collected:
         plugin = pm.get_name(impl.plugin) or repr(impl.plugin)
         try:
             impl.function(register=_make_register(hook, plugin, accepted, errors))
-        except Exception as ex:  # noqa: BLE001 - one plugin's broken hook must not take the others down
-            errors.append(PluginError(plugin, f"{hook_name} failed: {type(ex).__name__}: {ex}"))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as ex:  # noqa: BLE001 - one plugin's broken hook must not take the others down
+            errors.append(PluginError(plugin, f"{hook_name} failed: {_describe(ex)}"))
     if not hook.unique:
         return Collected(hook.what, accepted, {}, {}, errors)
     owners: dict[str, list[str]] = {}
@@ -303,6 +330,11 @@ def plugin_errors() -> list[PluginError]:
     return list(_state().load_errors) + [error for hook in HOOKS for error in collected(hook).errors]
 
 
+def plugin_warnings() -> list[PluginError]:
+    """Names in `PV_HARNESS_PLUGINS` that no installed third-party plugin has."""
+    return list(_state().load_warnings)
+
+
 @dataclass(frozen=True)
 class PluginInfo:
     name: str
@@ -313,9 +345,9 @@ class PluginInfo:
 
 def plugin_infos() -> list[PluginInfo]:
     state = _state()
+    first_party = {module.rsplit(".", 1)[-1] for module in DEFAULT_PLUGINS}  # names no entry point can take
     infos = []
-    for name, plugin in sorted(state.pm.list_name_plugin()):
+    for name, plugin in sorted(state.pm.list_name_plugin(), key=lambda item: item[0]):
         hooks = sorted(caller.name for caller in state.pm.get_hookcallers(plugin) or [])
-        first_party = getattr(plugin, "__name__", "").startswith("pv_harness.default_plugins.")
-        infos.append(PluginInfo(name, state.versions.get(name), hooks, first_party))
+        infos.append(PluginInfo(name, state.versions.get(name), hooks, name in first_party))
     return infos

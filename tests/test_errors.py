@@ -18,7 +18,7 @@ EXPECTED = {  # every error the project defines, with the builtin base `except` 
     "LayerDiscoveryError": ValueError, "SteeringError": ValueError, "PVRequestError": ValueError,
     "DuplicateTraitError": ValueError, "TrainingError": RuntimeError, "ExperimentError": ValueError,
     "ExportError": ValueError, "ModelStoreError": RuntimeError, "JudgeConfigError": ValueError,
-    "LikelihoodError": RuntimeError,
+    "LikelihoodError": RuntimeError, "RunInterrupted": RuntimeError, "RunOptionsError": ValueError,
     "MissingGraderError": RuntimeError, "LogError": ValueError, "NoLocalWeights": ValueError,
 }
 

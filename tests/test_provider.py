@@ -324,7 +324,8 @@ def test_bad_steering_requests_are_clear_errors(tmp_path: Path) -> None:
     for entry, message in cases:
         with pytest.raises(SteeringError, match=message):
             parse_steer([entry], **shape)
-    with pytest.raises(SteeringError, match="monitor vector is all zeros: there is no direction to project onto"):
+    zero = "^monitor: the inline vector is all zeros: there is no direction to project onto$"
+    with pytest.raises(SteeringError, match=zero):
         parse_monitor([{"vector": [0.0] * 64, "layer": 1}], **shape)
     wide = "monitor: the inline vector has size 65, but this model's hidden size is 64"
     with pytest.raises(SteeringError, match=wide):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from pv_harness import __version__
 from pv_harness.cli.experiment import experiment
 from pv_harness.cli.export import export_csv_command
 from pv_harness.cli.extract import extract
+from pv_harness.cli.fail import fail
 from pv_harness.cli.model import model
 from pv_harness.cli.monitor import monitor
 from pv_harness.cli.plugins import plugins
@@ -17,9 +20,21 @@ from pv_harness.cli.shift import screen_command, shift_command
 from pv_harness.cli.trait_new import trait
 from pv_harness.cli.traits import traits
 from pv_harness.cli.vectors import vectors
+from pv_harness.errors import PvError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The `pv` group: an error pv-harness raises on purpose reaches the user as one `error:` line and exit 1,
+    from every command, never as a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PvError as ex:
+            fail(str(ex))
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pv")
 def main() -> None:
     """pv-harness: persona vectors on inspect-ai.

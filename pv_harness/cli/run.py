@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import click
+
+if TYPE_CHECKING:
+    from inspect_ai.util import DisplayType
 
 from pv_harness.cli.fail import fail
 from pv_harness.vectors.thresholds import (
@@ -28,6 +32,18 @@ def _numbers(cast: Callable[[str], float]) -> Callable[[click.Context, click.Par
             raise click.BadParameter(f"a comma-separated list of numbers, got {value!r}") from ex
 
     return parse
+
+
+def _model_args(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
+    from inspect_ai._util.config import parse_cli_args
+
+    bad = [arg for arg in value if "=" not in arg or not arg.split("=", 1)[0]]
+    if bad:
+        raise click.BadParameter(f"give key=value (e.g. -M device=cuda -M dtype=bfloat16), got {bad[0]!r}")
+    return parse_cli_args(value)
+
+
+DISPLAY_TYPES = ("full", "conversation", "rich", "plain", "log", "none")  # inspect's DisplayType, without importing it
 
 
 @click.command()
@@ -73,17 +89,27 @@ def _numbers(cast: Callable[[str], float]) -> Callable[[click.Context, click.Par
               "(the paper's rule).")
 @click.option("--seed", type=int, default=None, help="Run seed: each sample gets its own seed from it "
               "(reproducible runs).")
+@click.option("-M", "model_args", multiple=True, callback=_model_args, metavar="KEY=VALUE",
+              help="Model args for the pv/ model (repeatable), e.g. -M device=cuda -M dtype=bfloat16.")
+@click.option("--display", type=click.Choice(DISPLAY_TYPES), default=None, help="inspect's display type.")
+@click.option("--cache/--no-cache", default=False, show_default=True,
+              help="Cache generations with inspect's cache policy (a rerun of the same requests reads them back).")
+@click.option("--fresh", is_flag=True, help="Move the run folder aside (to FOLDER.old-TIMESTAMP) and start again; "
+              "needed when the folder was made with other options.")
+@click.option("--redo-changed", is_flag=True, help="When the folder was made with other options: redo only the "
+              "first step they change and the steps after it (their old output moves to FOLDER.old-TIMESTAMP).")
 def run(trait: str, model: str, grader: str | None, n: int, limit: int, max_tokens: int, out: Path, threshold: float,
         coherence: float | None, filter_mode: str, min_pairs: int, holdout: float, layers: list[int] | None,
         coefs: list[float], sweep_questions: int, sweep_n: int, coherence_floor: float | None,
         monitor_questions: int | None, judge_mode: str | None, likelihood_pairs: int | None, judge_min_mass: float,
-        seed: int | None) -> None:
+        seed: int | None, model_args: dict[str, Any], display: str | None, cache: bool, fresh: bool,
+        redo_changed: bool) -> None:
     """Find and use the persona vector of TRAIT on a model, end to end (resumes if interrupted).
 
     Writes, under OUT/TRAIT-MODEL: report.html (what was found), results.json, sweep.csv, monitor.csv, the
     collection in the paper's CSV format, the vector file, a page per step and the inspect logs.
     """
-    from pv_harness.pipeline import RunConfig
+    from pv_harness.pipeline import RunConfig, RunInterrupted
     from pv_harness.pipeline import run as run_pipeline
     from pv_harness.vectors.extraction import TooFewPairs
 
@@ -91,9 +117,15 @@ def run(trait: str, model: str, grader: str | None, n: int, limit: int, max_toke
                     out=out, threshold=threshold, coherence=coherence, filter=filter_mode, min_pairs=min_pairs,
                     holdout=holdout, layers=layers, coefs=coefs, sweep_questions=sweep_questions, sweep_n=sweep_n,
                     coherence_floor=coherence_floor, monitor_questions=monitor_questions, judge_mode=judge_mode,
-                    likelihood_pairs=likelihood_pairs, judge_min_mass=judge_min_mass, seed=seed)
+                    likelihood_pairs=likelihood_pairs, judge_min_mass=judge_min_mass, seed=seed,
+                    model_args=model_args, display=cast("DisplayType | None", display), cache=cache)
     try:
-        result = run_pipeline(cfg, log=lambda msg: click.echo(msg, err=True))
+        result = run_pipeline(cfg, log=lambda msg: click.echo(msg, err=True), fresh=fresh,
+                              redo_changed=redo_changed)
+    except RunInterrupted as ex:
+        fail(str(ex), 130)
+    except KeyboardInterrupt:
+        fail("interrupted before the first step started; run the same command again", 130)
     except TooFewPairs as ex:
         fail(str(ex), 2)
     except (ValueError, RuntimeError) as ex:

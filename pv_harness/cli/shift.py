@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from pv_harness.cli.fail import fail
+
 
 @click.command("shift")
 @click.option("--base", "base", required=True, help="The base model, e.g. pv/smollm2.")
@@ -26,7 +28,7 @@ def shift_command(base: str, model: str, vector: str, layer: int | None, trait: 
     try:
         result = compute_shift(base, model, vector, layer=layer, trait=trait)
     except (ValueError, OSError) as ex:
-        raise click.ClickException(str(ex)) from ex
+        fail(str(ex))
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
@@ -56,17 +58,22 @@ def screen_command(dataset: str, vector: str, model: str, layer: int | None, thr
     from pv_harness.atomic import atomic_write_json, atomic_write_text
     from pv_harness.organisms.shift import default_layer, load_engine, screen, summarise
     from pv_harness.organisms.training import check_example, read_jsonl, write_jsonl
-    from pv_harness.vectors.files import load_vector_rows
+    from pv_harness.vectors.files import DEFAULT_KIND, check_vector, load_vector_rows
 
     examples = read_jsonl(dataset)[:limit] if limit else read_jsonl(dataset)
+    if not examples:
+        fail(f"{dataset} has no examples to screen")
     for i, ex in enumerate(examples):
         check_example(ex, f"{dataset}[{i}]")
-    engine = load_engine(model)
     rows = load_vector_rows(vector)
+    engine = load_engine(model)
     layer = default_layer(vector, engine.num_layers) if layer is None else layer
-    v = rows[layer] if rows.ndim == 2 else rows
+    v = check_vector(rows, engine.hidden, engine.num_layers, f"{vector} ({DEFAULT_KIND})", layer=layer, direction=True)
     click.echo(f"screening {len(examples)} examples with {model} at layer {layer}", err=True)
-    scores = screen(engine, examples, v, layer, max_new_tokens=max_new_tokens)
+    try:
+        scores = screen(engine, examples, v, layer, max_new_tokens=max_new_tokens)
+    except ValueError as ex:
+        fail(str(ex))
     stem = Path(dataset).with_suffix("")
     out_path = Path(out) if out else Path(f"{stem}.screen.jsonl")
     atomic_write_text(out_path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scores))

@@ -36,8 +36,8 @@ def list_traits(as_json: bool) -> None:
     else:
         for name, trait in known.items():
             click.echo(f"{name:<20} {registry.trait_plugin(name):<20} {trait.description[:70]}")
-    for error in registry.plugin_errors():
-        click.secho(f"warning: {error}", fg="yellow", err=True)
+    for problem in registry.plugin_warnings() + registry.plugin_errors():
+        click.secho(f"warning: {problem}", fg="yellow", err=True)
 
 
 @traits.command("show")

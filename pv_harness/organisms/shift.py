@@ -15,6 +15,7 @@ vector itself): if the trait direction is special, its shifts track the trait sc
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from pv_harness.vectors.activations import Encoded, encode, pool
-from pv_harness.vectors.files import DEFAULT_KIND, load_vector_rows
+from pv_harness.vectors.files import DEFAULT_KIND, check_vector, load_vector_rows
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:
@@ -35,10 +36,11 @@ def unit(v: torch.Tensor) -> torch.Tensor:
 
 
 def load_engine(model: str) -> Any:
+    """The model's engine, loaded as the `pv/` provider loads it: one copy shared with the evaluations."""
     from pv_harness.models import local_path
     from pv_harness.provider.engine import Engine
 
-    return Engine.load(local_path(model), prepack=False)
+    return Engine.load(local_path(model))
 
 
 def prompt_last_mean(engine: Any, questions: Sequence[str], *, batch_size: int = 8) -> torch.Tensor:
@@ -104,7 +106,8 @@ def compute_shift(base: str, model: str, vector: str | Path, *, layer: int | Non
     """`pv shift`: the fine-tuning shift of `model` against `base` along the vector at `layer`.
 
     `means` (model id -> `[L+1, H]` mean) is a cache filled as models are run, so an experiment runs
-    each model once for all its vectors and random directions.
+    each model once for all its vectors and random directions. The vector is checked against the models
+    before either one runs.
     """
     from pv_harness import plugin_manager
 
@@ -114,20 +117,26 @@ def compute_shift(base: str, model: str, vector: str | Path, *, layer: int | Non
     questions = plugin_manager.get_trait(trait).evaluation_questions
     rows = load_vector_rows(vector, kind)
     means = means if means is not None else {}
-    for name in (base, model):
-        key = f"{name}::{trait}"
-        if key not in means:
-            engine = (engines or {}).get(name) or load_engine(name)
-            means[key] = prompt_last_mean(engine, questions)
-    b, m = means[f"{base}::{trait}"], means[f"{model}::{trait}"]
-    if rows.ndim == 2 and rows.shape[0] != b.shape[0]:
-        raise ValueError(f"{vector} has {rows.shape[0]} layers; the model has {b.shape[0]} hidden-states layers")
-    layer = default_layer(vector, b.shape[0] - 1) if layer is None else layer
-    v = rows[layer] if rows.ndim == 2 else rows
+    keys = {name: f"{name}::{trait}" for name in (base, model)}
+    loaded = {name: (engines or {}).get(name) or load_engine(name) for name, key in keys.items() if key not in means}
+    shapes = {name: (engine.hidden, engine.num_layers) for name, engine in loaded.items()}
+    shapes |= {name: (means[key].shape[1], means[key].shape[0] - 1) for name, key in keys.items() if key in means}
+    if shapes[base] != shapes[model]:
+        raise ValueError(f"{base} and {model} differ in shape (hidden size, layers): {shapes[base]} and "
+                         f"{shapes[model]}; a shift compares a fine-tuned model with its own base")
+    hidden, num_layers = shapes[base]
+    layer = default_layer(vector, num_layers) if layer is None else layer
+    v = check_vector(rows, hidden, num_layers, f"{vector} ({kind})", layer=layer, direction=True)
+    for name, engine in loaded.items():
+        means[keys[name]] = prompt_last_mean(engine, questions)
+    b, m = means[keys[base]][layer], means[keys[model]][layer]
     u = unit(v)
-    return ShiftResult(base=base, model=model, trait=trait, layer=layer, shift=projection_shift(b[layer], m[layer], v),
-                       base_projection=float(b[layer] @ u), model_projection=float(m[layer] @ u),
-                       questions=len(questions))
+    result = ShiftResult(base=base, model=model, trait=trait, layer=layer, shift=projection_shift(b, m, v),
+                         base_projection=float(b @ u), model_projection=float(m @ u), questions=len(questions))
+    if not all(math.isfinite(x) for x in (result.shift, result.base_projection, result.model_projection)):
+        raise ValueError(f"the activations of {base} or {model} at layer {layer} are not finite (NaN or infinite), "
+                         "so there is no shift to report: check the models load and run in this dtype")
+    return result
 
 
 # --- data screening -------------------------------------------------------------------------------------
@@ -169,11 +178,17 @@ def screen(engine: Any, examples: Sequence[dict[str, Any]], vector: torch.Tensor
                                                                          batch_size=batch_size)
     p_data = response_projections(engine, prompts, data, layer, vector, batch_size=batch_size)
     p_own = response_projections(engine, prompts, own, layer, vector, batch_size=batch_size)
+    bad = [i for i, (d, o) in enumerate(zip(p_data, p_own, strict=True)) if not (math.isfinite(d) and math.isfinite(o))]
+    if bad:
+        raise ValueError(f"the model's activations at layer {layer} are not finite (NaN or infinite) for example(s) "
+                         f"{', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''}: no scores to write")
     return [{"index": i, "data_projection": d, "base_projection": o, "difference": d - o, "base_answer": a}
             for i, (d, o, a) in enumerate(zip(p_data, p_own, own, strict=True))]
 
 
 def summarise(scores: Sequence[dict[str, Any]]) -> dict[str, float]:
+    if not scores:
+        raise ValueError("there are no screened examples to summarise")
     diffs = sorted(s["difference"] for s in scores)
     n = len(diffs)
     mean = statistics.fmean(diffs)

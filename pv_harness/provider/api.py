@@ -39,6 +39,14 @@ Seeds: a run seed S (`--seed S`) becomes each sample's own seed, derived from (S
 changes nothing (every request samples with its own generator). Outside a sample S is used as is. The log's
 model call records both (`seed`, `run_seed`).
 
+One load per model per process: every `pv/` model with the same load arguments (model, device, dtype,
+prepack, from_pretrained args; not max_batch or threads) uses one shared `Engine` (`Engine.load`), and so
+do extraction, `pv monitor`, `pv shift` and every step of `pv run` / `pv experiment`. inspect makes several
+model instances per eval (`--model`, a grader role naming the same model, model-info lookups); after the
+first, each costs nothing. Models on one engine with the same max_batch share one batcher, so subject
+and grader requests batch together, and the engine runs one batch at a time. `close()` stops a batcher
+only when its last model closes, and leaves the engine loaded (`Engine.release` forgets it).
+
 With no `temperature` in the config the model's own generation_config decides (greedy unless it sets
 do_sample). Tools are not supported. A chat template without a system role gets the system text
 prepended to the first user message.
@@ -48,8 +56,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
-from typing import Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any
 
 from inspect_ai.model import (
     ChatCompletionChoice,
@@ -68,6 +78,10 @@ from inspect_ai.model import (
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from pv_harness.errors import PvError
+from pv_harness.provider.batching import Batcher
+
+if TYPE_CHECKING:
+    from pv_harness.provider.engine import Engine
 
 PV_KEYS = {"steer", "monitor", "continuations", "end_of_turn", "token_logprobs"}
 DEFAULT_MAX_BATCH = 32
@@ -126,15 +140,90 @@ def _flag(value: Any) -> bool:
     return bool(value)
 
 
+def run_batch(engine: Engine, requests: list[Any]) -> list[Any]:
+    """Generation requests run as one batch; scoring requests that share a prompt and steering as one pass
+    (a failed shared pass is retried one request at a time, so one bad request fails alone)."""
+    from pv_harness.provider.engine import GenRequest, merge_scoring, scoring_groups, split_scoring
+
+    results: list[Any] = [None] * len(requests)
+    gen = [i for i, r in enumerate(requests) if isinstance(r, GenRequest)]
+    if gen:
+        try:
+            for i, res in zip(gen, engine.generate([requests[i] for i in gen]), strict=True):
+                results[i] = res
+        except Exception as ex:  # noqa: BLE001 - fail these requests, not the scoring ones
+            for i in gen:
+                results[i] = ex
+    scoring = [i for i, r in enumerate(requests) if not isinstance(r, GenRequest)]
+    for group in scoring_groups([requests[i] for i in scoring]):
+        indices = [scoring[g] for g in group]
+        parts = [requests[i] for i in indices]
+        if len(parts) > 1:
+            try:
+                for i, scored in zip(indices, split_scoring(engine.score(merge_scoring(parts)), parts), strict=True):
+                    results[i] = scored
+                continue
+            except Exception:  # noqa: BLE001 - retried one by one below
+                pass
+        for i in indices:
+            try:
+                results[i] = engine.score(requests[i])
+            except Exception as ex:  # noqa: BLE001
+                results[i] = ex
+    return results
+
+
+class _Shared:
+    """What the `pv/` models on one engine share: a batcher per max_batch (the subject and the grader of a
+    run usually ask the same, so their requests batch together), and a lock so one batch runs at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.lock = threading.Lock()
+        self.batchers: dict[int, Batcher[Any, Any]] = {}
+        self.users: Counter[int] = Counter()  # open models per max_batch
+
+    def run_batch(self, requests: list[Any]) -> list[Any]:
+        with self.lock:
+            return run_batch(self.engine, requests)
+
+
+_SHARED: dict[int, _Shared] = {}  # by id(engine); an entry holds its engine, so the id cannot be reused
+_SHARED_LOCK = threading.Lock()
+
+
+def _join(engine: Engine, max_batch: int, name: str) -> tuple[_Shared, Batcher[Any, Any]]:
+    with _SHARED_LOCK:
+        shared = _SHARED.get(id(engine))
+        if shared is None:
+            shared = _SHARED[id(engine)] = _Shared(engine)
+        batcher = shared.batchers.get(max_batch)
+        if batcher is None:
+            batcher = shared.batchers[max_batch] = Batcher(shared.run_batch, max_batch=max_batch, name=name)
+        shared.users[max_batch] += 1
+        return shared, batcher
+
+
+def _leave(shared: _Shared, max_batch: int) -> None:
+    with _SHARED_LOCK:
+        shared.users[max_batch] -= 1
+        if shared.users[max_batch] > 0:
+            return
+        del shared.users[max_batch]
+        batcher = shared.batchers.pop(max_batch)
+        if not shared.batchers:
+            del _SHARED[id(shared.engine)]
+    batcher.close()  # waits for its worker: outside the lock, so other models can come and go meanwhile
+
+
 class PVModelAPI(ModelAPI):
-    """A transformers causal LM served in-process, batching concurrent requests on one worker thread."""
+    """A transformers causal LM served in-process, batching concurrent requests on its engine's worker thread."""
 
     def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
                  config: GenerateConfig | None = None, **model_args: Any) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, api_key_vars=[],
                          config=config or GenerateConfig())
         from pv_harness.models import local_path
-        from pv_harness.provider.batching import Batcher
         from pv_harness.provider.engine import Engine
 
         device = model_args.pop("device", None)
@@ -148,44 +237,18 @@ class PVModelAPI(ModelAPI):
             torch.set_num_threads(int(threads))  # process-wide, as torch has it
         self.engine = Engine.load(local_path(f"pv/{model_name}"), device=device, dtype=dtype, prepack=prepack,
                                   **model_args)
-        self.batcher: Batcher[Any, Any] = Batcher(self._run_batch, max_batch=self.max_batch,
-                                                  name=f"pv-batcher:{model_name}")
+        self._shared, self.batcher = _join(self.engine, self.max_batch, name=f"pv-batcher:{model_name}")
+        self._closed = False
 
     def _run_batch(self, requests: list[Any]) -> list[Any]:
-        """Generation requests run as one batch; scoring requests that share a prompt and steering as one pass
-        (a failed shared pass is retried one request at a time, so one bad request fails alone)."""
-        from pv_harness.provider.engine import GenRequest, merge_scoring, scoring_groups, split_scoring
-
-        results: list[Any] = [None] * len(requests)
-        gen = [i for i, r in enumerate(requests) if isinstance(r, GenRequest)]
-        if gen:
-            try:
-                for i, res in zip(gen, self.engine.generate([requests[i] for i in gen]), strict=True):
-                    results[i] = res
-            except Exception as ex:  # noqa: BLE001 - fail these requests, not the scoring ones
-                for i in gen:
-                    results[i] = ex
-        scoring = [i for i, r in enumerate(requests) if not isinstance(r, GenRequest)]
-        for group in scoring_groups([requests[i] for i in scoring]):
-            indices = [scoring[g] for g in group]
-            parts = [requests[i] for i in indices]
-            if len(parts) > 1:
-                try:
-                    for i, scored in zip(indices, split_scoring(self.engine.score(merge_scoring(parts)), parts),
-                                         strict=True):
-                        results[i] = scored
-                    continue
-                except Exception:  # noqa: BLE001 - retried one by one below
-                    pass
-            for i in indices:
-                try:
-                    results[i] = self.engine.score(requests[i])
-                except Exception as ex:  # noqa: BLE001
-                    results[i] = ex
-        return results
+        return self._shared.run_batch(requests)
 
     def close(self) -> None:
-        self.batcher.close()
+        """Give up this model's use of the shared batcher (its worker stops with its last user); the engine
+        stays loaded for the rest of the process (`Engine.release` drops it)."""
+        if not self._closed:
+            self._closed = True
+            _leave(self._shared, self.max_batch)
 
     def max_tokens(self) -> int | None:
         return DEFAULT_MAX_TOKENS

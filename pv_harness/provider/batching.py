@@ -12,15 +12,21 @@ model serves successive `eval()` calls (each of which runs its own loop).
 
 All waiting goes through the request queue's `get(timeout=...)` and all time through `clock`; tests pass
 their own pair to drive a batcher with events instead of wall time.
+
+At interpreter exit (after Ctrl-C, say) every live batcher drops the requests nobody waits for and joins its
+worker: a thread still inside torch while the interpreter tears down aborts the process natively
+(`terminate called without an active exception`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -52,6 +58,7 @@ class Batcher(Generic[R, T]):
             queue.Queue() if requests is None else requests)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        _live.add(self)
 
     async def submit(self, request: R) -> T:
         """Queue one request and wait for its result (an exception from the batch is raised here)."""
@@ -67,11 +74,24 @@ class Batcher(Generic[R, T]):
                 self._thread.start()
 
     def close(self) -> None:
-        """Stop the worker after the batches already queued."""
+        """Stop the worker after the batches already queued, and wait for it."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
                 self._queue.put(None)
-            self._thread = None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _abandon(self) -> None:
+        """Cancel every queued request (at exit nobody waits for them), then close."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].cancel()
+        self.close()
 
     def _collect(self, first: tuple[R, concurrent.futures.Future[T]]) -> tuple[list[Any], bool]:
         batch = [first]
@@ -111,6 +131,15 @@ class Batcher(Generic[R, T]):
                             fut.set_result(result)
             if stop:
                 return
+
+
+_live: weakref.WeakSet[Batcher[Any, Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for batcher in list(_live):
+        batcher._abandon()
 
 
 async def _wait(future: concurrent.futures.Future[T]) -> T:

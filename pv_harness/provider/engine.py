@@ -41,6 +41,8 @@ SCORE_MEMORY_BYTES = 512 * 2**20  # per chunk of continuations (expanded KV cach
 LOGSUMEXP_BYTES = 32 * 2**20  # float32 logits normalised at a time when scoring
 PROMPT_CACHE_BYTES = 256 * 2**20  # unsteered prompt KV caches an engine keeps for scoring
 STOP_CRITERIA_KEPT = 8  # distinct stop-string sets whose vocabulary index an engine keeps
+_LOADED: dict[str, tuple[tuple[tuple[str, int, int], ...], Engine]] = {}  # Engine.load's shared copies
+_LOAD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -116,6 +118,17 @@ def resolve_dtype(dtype: Any, device: str) -> Any:
     return resolved
 
 
+def _load_key(name_or_path: str | Path, device: str, dtype: Any, prepack: bool,
+              from_pretrained: dict[str, Any]) -> tuple[str, tuple[tuple[str, int, int], ...]]:
+    """What makes two loads the same (the resolved folder or the hub id, and every load argument), and the
+    folder's files (name, size, mtime) so that weights rewritten on disk are not served stale."""
+    path = Path(name_or_path)
+    where = str(path.resolve()) if path.exists() else str(name_or_path)
+    key = repr((where, device, str(dtype), prepack, sorted(from_pretrained.items())))
+    files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else []
+    return key, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
 class Engine:
     """A loaded model and tokenizer, with batched generation and continuation scoring."""
 
@@ -146,15 +159,33 @@ class Engine:
     @classmethod
     def load(cls, name_or_path: str | Path, *, device: str | None = None, dtype: Any = None,
              prepack: bool = True, **from_pretrained: Any) -> Engine:
-        """Load a transformers causal LM from a folder or hub id."""
+        """The transformers causal LM of a folder or hub id, loaded once per process for the same arguments.
+
+        Every caller with the same (model, device, dtype, prepack, from_pretrained args) gets the same Engine:
+        the subject and grader `pv/` models, inspect's extra model instances, extraction, monitoring and shift
+        all share one copy of the weights. A folder whose files changed since is loaded again. Nothing may
+        change a shared engine's weights (fine-tuning loads its own model); `release` drops one.
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = resolve_device(device)
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, device),
-                                                     **from_pretrained)
-        # transformers' stubs type `.to` through a decorator that expects the model again
-        return cls(model.to(device), tokenizer, prepack=prepack)  # type: ignore[arg-type]
+        torch_dtype = resolve_dtype(dtype, device)
+        key, stamp = _load_key(name_or_path, device, torch_dtype, prepack, from_pretrained)
+        with _LOAD_LOCK:
+            held = _LOADED.get(key)
+            if held is None or held[0] != stamp:
+                tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+                model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, **from_pretrained)
+                # transformers' stubs type `.to` through a decorator that expects the model again
+                held = _LOADED[key] = (stamp, cls(model.to(device), tokenizer, prepack=prepack))  # type: ignore[arg-type]
+        return held[1]
+
+    def release(self) -> None:
+        """Forget this engine as the process's shared copy: the next `load` reads the weights again, and the
+        memory is freed once its last user lets go of it."""
+        with _LOAD_LOCK:
+            for key in [k for k, (_, engine) in _LOADED.items() if engine is self]:
+                del _LOADED[key]
 
     def default_sampling(self) -> tuple[float, float | None, int | None]:
         """(temperature, top_p, top_k) when a request sets no temperature: the model's generation_config."""

@@ -84,9 +84,9 @@ def _layer(entry: Mapping[str, Any], what: str, num_layers: int) -> int:
 
 
 def _resolve(vector: Any, layer: int, kind: str, what: str, *, hidden: int, num_layers: int,
-             cache: VectorCache | None) -> torch.Tensor:
+             cache: VectorCache | None, direction: bool = False) -> torch.Tensor:
     try:
-        return vector_for(vector, layer, hidden, kind=kind, num_layers=num_layers, cache=cache)
+        return vector_for(vector, layer, hidden, kind=kind, num_layers=num_layers, cache=cache, direction=direction)
     except VectorError as ex:
         raise SteeringError(f"{what}: {ex}") from ex
 
@@ -141,9 +141,8 @@ def parse_monitor(entries: Any, *, hidden: int, num_layers: int,
         _known_keys(entry, "monitor", MONITOR_KEYS)
         vector, label, kind = _source(entry, "monitor")
         layer = _layer(entry, "monitor", num_layers)
-        v = _resolve(vector, layer, kind, "monitor", hidden=hidden, num_layers=num_layers, cache=cache)
-        if float(v.norm()) == 0.0:
-            raise SteeringError("monitor vector is all zeros: there is no direction to project onto")
+        v = _resolve(vector, layer, kind, "monitor", hidden=hidden, num_layers=num_layers, cache=cache,
+                     direction=True)
         specs.append(MonitorSpec(layer=layer, vector=v, label=label, kind=kind))
     return specs
 

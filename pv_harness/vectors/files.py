@@ -9,6 +9,9 @@ details (counts, diagnostics, source logs) survive, plus the project version.
 The paper's released files are `.pt` files holding one such tensor; they are read with
 `torch.load(weights_only=True)`, which never unpickles arbitrary objects, and `export_pt` writes them.
 
+`check_vector` is the one check every reader of a vector makes against a model (floating point, finite,
+hidden size and depth, non-zero where a direction is needed), so a problem reads the same everywhere.
+
 `torch` and `safetensors` are imported inside the functions: the `pv/` provider imports this module
 when inspect starts, and must stay cheap to import.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +53,58 @@ class VectorFile:
 
 
 def _rows(tensor: torch.Tensor, where: str) -> torch.Tensor:
-    """`tensor` as float32, checked to be `[layers+1, hidden]` or `[hidden]`."""
+    """`tensor` as float32, checked to be `[layers+1, hidden]` or `[hidden]` floating-point values."""
     import torch
 
     if tensor.ndim not in (1, 2):
         raise VectorError(f"{where} has shape {tuple(tensor.shape)}; expected [layers+1, hidden] or [hidden]")
+    if not tensor.is_floating_point():
+        raise VectorError(f"{where} holds {str(tensor.dtype).removeprefix('torch.')} values; a vector must be "
+                          "floating point: was it saved from the right tensor?")
     return tensor.detach().to(torch.float32)
+
+
+def check_vector(rows: torch.Tensor, hidden: int, num_layers: int | None, where: str, *, layer: int | None = None,
+                 direction: bool = False) -> torch.Tensor:
+    """The one check every reader of a vector makes, so each problem reads the same wherever it is found.
+
+    `rows` is `[num_layers+1, hidden]` (one row per hidden-states layer) or `[hidden]` (the same vector at
+    every layer); `num_layers=None` skips the depth check. Returns the float32 row for `layer`, or every row
+    when `layer` is None. `direction=True` is for projections (monitoring, shift, screening), which need a
+    non-zero vector; steering accepts a zero vector (it adds exactly nothing).
+    """
+    import torch
+
+    rows = _rows(rows, where)
+    if rows.ndim == 2:
+        if num_layers is not None and rows.shape[0] != num_layers + 1:
+            raise VectorError(f"{where} has {rows.shape[0]} rows; this model needs {num_layers + 1} "
+                              f"(one per hidden-states layer 0..{num_layers}): made for another model?")
+        if layer is not None and not 0 <= layer < rows.shape[0]:
+            raise VectorError(f"{where} has rows for layers 0..{rows.shape[0] - 1}; layer {layer} is out of range")
+    if rows.shape[-1] != hidden:
+        raise VectorError(f"{where} has size {rows.shape[-1]}, but this model's hidden size is {hidden}")
+    finite = torch.isfinite(rows).all(dim=-1)
+    if not bool(finite.all()):
+        bad = "" if rows.ndim == 1 else f" (layers {', '.join(map(str, (~finite).nonzero().flatten().tolist()))})"
+        raise VectorError(f"{where} contains NaN or infinite values{bad}: re-extract it")
+    vector = rows if layer is None or rows.ndim == 1 else rows[layer]
+    if direction and not bool(vector.any()):
+        at = f" at layer {layer}" if layer is not None and rows.ndim == 2 else ""
+        raise VectorError(f"{where} is all zeros{at}: there is no direction to project onto")
+    return vector
+
+
+def _pt_problem(file: Path, ex: Exception) -> str:
+    """Why a `.pt` file did not load, in our words: torch's own message advises unpickling, which we never do."""
+    text = str(ex)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"{file} holds Python objects other than tensors ({found.group(1)}), and pv-harness never unpickles "
+                "a file; save the tensor alone with torch.save(tensor, path), or a dict of tensors")
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    reason = detail.group(1).strip() if detail else (text.strip().splitlines() or [""])[0]
+    return f"{file} is not a tensor file written by torch.save ({type(ex).__name__}: {reason})"
 
 
 def _read(path: str | os.PathLike[str], kind: str | None = None) -> VectorFile:
@@ -73,14 +123,14 @@ def _read(path: str | os.PathLike[str], kind: str | None = None) -> VectorFile:
         try:
             loaded: Any = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as ex:
-            raise VectorError(f"{file} is not a tensor file that loads with weights_only=True: {ex}") from ex
+            raise VectorError(_pt_problem(file, ex)) from ex
         if isinstance(loaded, dict):
             if kind not in loaded:
                 raise VectorError(f"{file} has no tensor {kind!r}; it has {sorted(loaded)}")
             loaded = loaded[kind]
         if not isinstance(loaded, torch.Tensor):
             raise VectorError(f"{file} holds a {type(loaded).__name__}, not a tensor")
-        return VectorFile({kind: _rows(loaded, f"{file}:{kind}")}, {"source": "paper .pt file", "kind": kind})
+        return VectorFile({kind: _rows(loaded, f"{file} ({kind})")}, {"source": "paper .pt file", "kind": kind})
 
     from safetensors import SafetensorError, safe_open
 
@@ -99,7 +149,7 @@ def _read(path: str | os.PathLike[str], kind: str | None = None) -> VectorFile:
 def load_vector_rows(path: str | os.PathLike[str], kind: str = DEFAULT_KIND) -> torch.Tensor:
     """The `[L+1, H]` float32 tensor `kind` from a vector file (a `.pt` file holds one tensor, `kind` unused)."""
     file = Path(path).expanduser()
-    return _rows(_read(file, kind).tensors[kind], f"{file}:{kind}")
+    return _rows(_read(file, kind).tensors[kind], f"{file} ({kind})")
 
 
 def read_vectors(path: str | os.PathLike[str]) -> VectorFile:
@@ -135,36 +185,25 @@ def vector_for(
     kind: str = DEFAULT_KIND,
     num_layers: int | None = None,
     cache: VectorCache | None = None,
+    direction: bool = False,
 ) -> torch.Tensor:
     """The `[hidden]` float32 vector for `layer`, from a file (row `layer`) or a list of floats (used as is).
 
-    `num_layers` (L), when given, checks that a file's `[L+1, H]` tensor was made for a model this deep.
+    `num_layers` (L), when given, checks that a file's `[L+1, H]` tensor was made for a model this deep;
+    `direction` refuses a zero vector (see `check_vector`).
     """
     import torch
 
     if isinstance(vector, str | os.PathLike):
         rows = cache.rows(vector, kind) if cache is not None else load_vector_rows(vector, kind)
         where = f"{vector} ({kind})"
-        if rows.ndim == 2:
-            if num_layers is not None and rows.shape[0] != num_layers + 1:
-                raise VectorError(f"{where} has {rows.shape[0]} rows; this model needs {num_layers + 1} "
-                                  f"(one per hidden-states layer 0..{num_layers}): made for another model?")
-            if not 0 <= layer < rows.shape[0]:
-                raise VectorError(f"{where} has rows for layers 0..{rows.shape[0] - 1}; layer {layer} is out of range")
-            row = rows[layer]
-        else:
-            row = rows
     elif isinstance(vector, Sequence) and all(isinstance(x, int | float) and not isinstance(x, bool)
                                               for x in vector):
         where = "the inline vector"
-        row = torch.tensor([float(x) for x in vector], dtype=torch.float32)
+        rows = torch.tensor([float(x) for x in vector], dtype=torch.float32)
     else:
         raise VectorError(f"a vector is a file path or a list of numbers, got {type(vector).__name__}")
-    if row.shape[-1] != hidden:
-        raise VectorError(f"{where} has size {row.shape[-1]}, but this model's hidden size is {hidden}")
-    if not torch.isfinite(row).all():
-        raise VectorError(f"{where} contains NaN or infinite values")
-    return row.to(torch.float32)
+    return check_vector(rows, hidden, num_layers, where, layer=layer, direction=direction)
 
 
 # --- writing -----------------------------------------------------------------------------------------------
