@@ -441,3 +441,20 @@ def test_a_correlation_over_few_models_says_how_little_it_shows() -> None:
     ten = line(list(range(10)), [0, 2, 1, 4, 3, 6, 5, 8, 7, 9])
     assert "(95% CI" in ten and "n = 10, Fisher z)" in ten and "shows little" not in ten
     assert line([1, 1, 1], [1, 2, 3]).startswith("shift vs evil score: r = n/a (n = 3: a correlation needs")
+
+
+@pytest.mark.parametrize(("where", "name"), [("experiment", "../../../x"), ("experiment", "/tmp/x"),
+                                              ("model", "../../../x"), ("model", "a/b"), ("model", "..")])
+def test_names_that_become_paths_cannot_leave_their_folder(tmp_path: Path, where: str, name: str) -> None:
+    path = write_config(tmp_path, "pv/x", "dummy")
+    data = yaml.safe_load(path.read_text())
+    field = "name"
+    if where == "experiment":
+        data["name"] = name
+    else:
+        data["models"][0]["name"] = name
+        field = "models.0.name"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ExperimentError, match=rf"^{re.escape(str(path))}: {re.escape(field)}: .*cannot be a folder "
+                                              r"name: use letters"):
+        load_config(path)

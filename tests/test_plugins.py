@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -224,3 +225,16 @@ def test_cli_show_validate_export(tmp_path: Path) -> None:
     (tmp_path / "trait_data_extract" / "evil.json").write_text('{"instruction": []}')
     result = runner.invoke(main, ["traits", "validate", str(tmp_path)])
     assert result.exit_code == 1 and "evil.json" in result.output and "questions" in result.output
+
+
+def test_traits_export_never_overwrites_without_force(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["traits", "export", "evil", str(tmp_path)]).exit_code == 0
+    mine = tmp_path / "trait_data_eval" / "evil.json"
+    mine.write_text('{"edited": true}')
+    result = runner.invoke(main, ["traits", "export", "evil", str(tmp_path)])
+    assert result.exit_code == 1 and mine.read_text() == '{"edited": true}'
+    assert result.stderr == (f"error: {tmp_path / 'trait_data_extract' / 'evil.json'}, {mine} already exist: "
+                             "pass --force to overwrite\n")
+    assert runner.invoke(main, ["traits", "export", "evil", str(tmp_path), "--force"]).exit_code == 0
+    assert json.loads(mine.read_text())["instruction"]

@@ -81,7 +81,12 @@ def validate(paths: tuple[Path, ...]) -> None:
 @traits.command("export")
 @click.argument("name")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def export(name: str, directory: Path) -> None:
+@click.option("--force", is_flag=True, help="Overwrite files that are already there.")
+def export(name: str, directory: Path, force: bool) -> None:
     """Write a trait in the paper's format: DIRECTORY/trait_data_{extract,eval}/NAME.json."""
-    for path in _trait(name).export_paper(directory):
+    trait = _trait(name)
+    existing = [str(path) for path in trait.paper_paths(directory) if path.exists()]
+    if existing and not force:
+        fail(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: pass --force to overwrite")
+    for path in trait.export_paper(directory):
         click.echo(str(path))

@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from pv_harness.atomic import atomic_write_json
+from pv_harness.atomic import atomic_write_json, path_component
 from pv_harness.errors import PvError
 from pv_harness.organisms.training import (
     STRENGTHS,
@@ -81,6 +81,8 @@ class ModelEntry(_Strict):
     strength: Strength
     suffix: str | None = None
     dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    _name = field_validator("name")(path_component)
 
 
 class TrainingConfig(_Strict):
@@ -142,6 +144,8 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig
     collect: CollectConfig | None = None
     shift: ShiftConfig | None = None
+
+    _name = field_validator("name")(path_component)
 
     @model_validator(mode="after")
     def _unique(self) -> ExperimentConfig:

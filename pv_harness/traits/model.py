@@ -155,15 +155,17 @@ class Trait(BaseModel):
             "eval_prompt": self.judge_prompt,
         }
 
-    def export_paper(self, directory: str | Path) -> tuple[Path, Path]:
-        """Write `trait_data_extract/<name>.json` and `trait_data_eval/<name>.json` under `directory`."""
+    def paper_paths(self, directory: str | Path) -> tuple[Path, Path]:
+        """`trait_data_extract/<name>.json` and `trait_data_eval/<name>.json` under `directory`."""
         directory = Path(directory)
-        paths = []
-        for sub, version in ((PAPER_EXTRACT_DIR, "extract"), (PAPER_EVAL_DIR, "eval")):
-            path = directory / sub / f"{self.name}.json"
+        return directory / PAPER_EXTRACT_DIR / f"{self.name}.json", directory / PAPER_EVAL_DIR / f"{self.name}.json"
+
+    def export_paper(self, directory: str | Path) -> tuple[Path, Path]:
+        """Write the trait's two paper files under `directory` (see `paper_paths`)."""
+        paths = self.paper_paths(directory)
+        for path, version in zip(paths, ("extract", "eval"), strict=True):
             atomic_write_json(path, self.to_paper(version))
-            paths.append(path)
-        return paths[0], paths[1]
+        return paths
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
