@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -12,6 +11,7 @@ if TYPE_CHECKING:
     from inspect_ai.util import DisplayType
 
 from pv_harness.cli.fail import fail
+from pv_harness.cli.options import number_list
 from pv_harness.vectors.thresholds import (
     ABSOLUTE_FLOOR,
     DEFAULT_COHERENCE,
@@ -20,18 +20,6 @@ from pv_harness.vectors.thresholds import (
     LIKELIHOOD_COHERENCE,
     RELATIVE_FLOOR,
 )
-
-
-def _numbers(cast: Callable[[str], float]) -> Callable[[click.Context, click.Parameter, str | None], list | None]:
-    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> list | None:
-        if value is None:
-            return None
-        try:
-            return [cast(x) for x in value.split(",") if x.strip()]
-        except ValueError as ex:
-            raise click.BadParameter(f"a comma-separated list of numbers, got {value!r}") from ex
-
-    return parse
 
 
 def _model_args(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
@@ -68,8 +56,8 @@ DISPLAY_TYPES = ("full", "conversation", "rich", "plain", "log", "none")  # insp
 @click.option("--min-pairs", type=int, default=3, show_default=True)
 @click.option("--holdout", type=float, default=0.2, show_default=True,
               help="Share of the extraction questions held out for the AUROCs.")
-@click.option("--layers", callback=_numbers(int), help="Sweep layers, e.g. 10,15,20 (default: three mid layers).")
-@click.option("--coefs", callback=_numbers(float), default="-2,0,1,2", show_default=True,
+@click.option("--layers", callback=number_list(int), help="Sweep layers, e.g. 10,15,20 (default: three mid layers).")
+@click.option("--coefs", callback=number_list(float), default="-2,0,1,2", show_default=True,
               help="Sweep coefficients (0 = the unsteered baseline; negative suppresses the trait).")
 @click.option("--sweep-questions", type=int, default=10, show_default=True,
               help="Evaluation questions in the sweep.")

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pv_harness.cli.fail import fail
+from pv_harness.cli.options import number_list
 from pv_harness.vectors.files import DEFAULT_KIND, VectorError, read_any
 from pv_harness.vectors.interop import FORMATS
 
@@ -101,21 +102,12 @@ def compare(paths: tuple[Path, ...], kind: str, layer: int | None, html: Path | 
         click.echo(f"wrote {html}")
 
 
-def _rows_option(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        return [int(x) for x in value.split(",") if x.strip()]
-    except ValueError as ex:
-        raise click.BadParameter(f"a comma-separated list of layer numbers, got {value!r}") from ex
-
-
 @vectors.command("export")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--to", "fmt", required=True, type=click.Choice(FORMATS), help="The other tool's format.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
 @click.option("--kind", default=DEFAULT_KIND, show_default=True, help="Which vector kind to export.")
-@click.option("--layers", "rows", callback=_rows_option,
+@click.option("--layers", "rows", callback=number_list(int, "layer numbers"),
               help="Our layer numbers (hidden-states rows), e.g. 10,12 (default: every layer the format holds).")
 @click.option("--model-hint", default=None,
               help="controlvector.model_hint for gguf/repeng (default: the model's config model_type, "
