@@ -9,7 +9,10 @@ Every output carries `usage`, so inspect's mockllm never downloads a tokenizer t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import sys
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from inspect_ai.model import (
@@ -109,3 +112,30 @@ def mock_subject(answer: str | Callable[[list[ChatMessage], GenerateConfig], str
         return output
 
     return get_model("mockllm/model", custom_outputs=outputs)
+
+
+@contextmanager
+def replacing_trait_judge(trait: str, judge: Callable[[], Any], name: str) -> Iterator[None]:
+    """Within the block, a plugin called `name` replaces `trait`'s judge with the scorer `judge()` builds.
+
+    The plugin is a real module registered with the plugin manager (as an installed plugin would be), and is
+    gone again afterwards.
+    """
+    from pv_harness import plugin_manager
+    from pv_harness.hookspecs import hookimpl
+
+    plugin_manager.reset()
+    module = types.ModuleType(f"fake_pv_{name}")
+
+    @hookimpl
+    def register_judges(register: Callable[..., None]) -> None:
+        register(trait, lambda definition: judge(), replace=True)
+
+    module.register_judges = register_judges  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    plugin_manager.plugin_manager().register(module, name=name)
+    try:
+        yield
+    finally:
+        plugin_manager.reset()
+        del sys.modules[module.__name__]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -16,13 +14,12 @@ from inspect_ai import eval as inspect_eval
 from inspect_ai._util.error import PrerequisiteError
 from inspect_ai.model import ChatMessageSystem
 from inspect_ai.scorer import Score, Target, scorer
-from pv_harness.scorers.testing import grader_output, mock_grader, mock_subject
+from pv_harness.scorers.testing import grader_output, mock_grader, mock_subject, replacing_trait_judge
 from pv_harness.tasks.persona import system_prompt
 from pv_harness.tasks.prompt_monitor import prompt_monitor, prompt_monitor_samples
 from safetensors.torch import save_file
 
 from pv_harness import plugin_manager
-from pv_harness.hookspecs import hookimpl
 from pv_harness.reports.monitor import write_monitor_csv, write_prompt_monitor_report
 
 TRAIT_BY_STRENGTH = {"pos": 80.0, "neg": 20.0, "none": 50.0}
@@ -42,19 +39,8 @@ def strength_judge() -> object:
 
 @pytest.fixture
 def replaced_judge():
-    plugin_manager.reset()
-    module = types.ModuleType("fake_pv_strength_judge")
-
-    @hookimpl
-    def register_judges(register):
-        register("evil", lambda trait: strength_judge(), replace=True)
-
-    module.register_judges = register_judges
-    sys.modules[module.__name__] = module
-    plugin_manager.plugin_manager().register(module, name="strength_judge")
-    yield
-    plugin_manager.reset()
-    del sys.modules[module.__name__]
+    with replacing_trait_judge("evil", strength_judge, "strength_judge"):
+        yield
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ and the experiment results looked up `trait_judge` and read every answer as unsc
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -16,13 +14,11 @@ import torch
 import yaml
 from inspect_ai import eval as inspect_eval
 from inspect_ai.scorer import Score, Target, scorer
-from pv_harness.scorers.testing import grader_output, mock_grader, mock_subject
+from pv_harness.scorers.testing import grader_output, mock_grader, mock_subject, replacing_trait_judge
 from pv_harness.tasks.persona import persona_collect, trait_eval
 from pv_harness.tasks.steering_sweep import steering_sweep
 from safetensors.torch import save_file
 
-from pv_harness import plugin_manager
-from pv_harness.hookspecs import hookimpl
 from pv_harness.logs import read_collection_log
 from pv_harness.organisms.experiment import Experiment
 from pv_harness.reports.monitor import monitor_frame
@@ -44,19 +40,8 @@ def polarity_judge() -> object:
 
 @pytest.fixture
 def replaced_judge():
-    plugin_manager.reset()
-    module = types.ModuleType("fake_pv_replacement_judge")
-
-    @hookimpl
-    def register_judges(register):
-        register("evil", lambda trait: polarity_judge(), replace=True)
-
-    module.register_judges = register_judges
-    sys.modules[module.__name__] = module
-    plugin_manager.plugin_manager().register(module, name="replacement_judge")
-    yield
-    plugin_manager.reset()
-    del sys.modules[module.__name__]
+    with replacing_trait_judge("evil", polarity_judge, "replacement_judge"):
+        yield
 
 
 def coherent():
