@@ -353,6 +353,7 @@ def _run(cfg: RunConfig, out: Path, num_layers: int, log: Callable[[str], None],
                            temperature=cfg.temperature, **judge)
     (sweep_log,) = _eval_set([sweep], logs_root / "sweep", cfg, "steering sweep")
     sweep_path = log_path(sweep_log.location)
+    frame, _ = sweep_frame(sweep_path)
     sweep_page, choice, _ = write_sweep_report(sweep_path, out / "sweep.html", floor=cfg.floor,
                                                relative=cfg.judge_free)
     pages["steering sweep"] = sweep_page
@@ -364,7 +365,7 @@ def _run(cfg: RunConfig, out: Path, num_layers: int, log: Callable[[str], None],
         from pv_harness.reports.sweep import summarise, why_none
 
         layer, by_auroc = fallback_layer(meta["diagnostics"], layers)
-        reason = why_none(summarise(sweep_frame(sweep_path)[0]), cfg.floor, cfg.judge_free)
+        reason = why_none(summarise(frame), cfg.floor, cfg.judge_free)
         layer_note = (f"no layer chosen: {reason}; monitored at swept layer {layer}"
                       + (" (the best held-out AUROC of the swept layers)" if by_auroc else " (the middle one swept)"))
         log(f"      {layer_note}")
@@ -381,7 +382,6 @@ def _run(cfg: RunConfig, out: Path, num_layers: int, log: Callable[[str], None],
 
     progress.step = "results"
     log("[5/5] results")
-    frame, _ = sweep_frame(sweep_path)
     files = {"collection (paper CSV)": out / f"{cfg.trait}.collection.csv",
              "sweep.csv": write_sweep_csv(frame, out / "sweep.csv"),
              "monitor.csv": write_monitor_csv(monitor_path, out / "monitor.csv")}
