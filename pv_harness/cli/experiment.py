@@ -55,12 +55,19 @@ def experiment() -> None:
 @DISPLAY
 @click.option("--no-wait", is_flag=True, help="Submit jobs and return (remote backends); check with `status`.")
 def train_command(config: str, out: str | None, display: DisplayType | None, no_wait: bool) -> None:
-    """Build datasets (collecting answers first if configured) and train every model."""
+    """Build datasets (collecting answers first if configured) and train every model.
+
+    Exits 1 when a job failed (after every other job ran), with one line per failed job and its log."""
     exp = _experiment(config, out, display)
     actions = _guard(lambda: exp.train(wait=not no_wait))
     for name, action in actions.items():
         click.echo(f"{name}: {action}")
     _print_status(exp, refresh=False)
+    failures = exp.failures()
+    for line in failures:
+        click.secho(f"error: {line}", fg="red", err=True)
+    if failures:
+        raise SystemExit(1)
 
 
 def _print_status(exp: Experiment, refresh: bool = True) -> None:

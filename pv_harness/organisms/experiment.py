@@ -22,6 +22,11 @@ dataset retrains only what changed, and a failed or cancelled job is never reuse
 Evaluation is one inspect `eval_set` (every model x every detection task) in `<out>/eval/<hash>`, so an
 interrupted evaluation resumes. Relative paths in the config are relative to the config file.
 
+Loading the config checks every option before any step runs (traits and detection tasks installed, the backend
+and dataset sources registered, counts positive, files present), one line per problem naming the field. `train`
+builds every dataset before the first job; a job that fails is recorded and the others still run, and
+`failures` names each failed one with its log.
+
 One judge, the `grader` model role, scores collection and evaluation: `evaluation.grader`, else the base model.
 `judge_mode` (in `collect:` and `evaluation:`) says how it scores; `likelihood` uses that model's own
 likelihoods, so the judge must be a pv/ model, and by default it is the base model: an organism never judges
@@ -30,13 +35,23 @@ its own answers.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from pv_harness.atomic import atomic_write_json, path_component
@@ -44,18 +59,24 @@ from pv_harness.errors import PvError
 from pv_harness.organisms.training import (
     STRENGTHS,
     Job,
+    JobState,
+    TrainingBackend,
     TrainingRequest,
     content_hash,
     file_hash,
     get_backend,
     load_dataset,
+    training_backends,
+    training_datasets,
 )
+from pv_harness.vectors.files import DEFAULT_KIND, VECTOR_KINDS
 
 if TYPE_CHECKING:
     from inspect_ai.util import DisplayType
 
 Strength = Literal["baseline", "mild", "severe"]
 STATE_FILE = "state.json"
+STATE_SECTIONS = ("models", "collect", "evaluate", "shift")
 
 
 class ExperimentError(ValueError, PvError):
@@ -74,66 +95,174 @@ def _check_judge_mode(mode: str) -> str:
     return mode
 
 
+def _installed_trait(name: str) -> str:
+    """A trait some installed plugin registers (checked at load, before any step runs)."""
+    from pv_harness import plugin_manager
+
+    found = plugin_manager.collected(plugin_manager.TRAITS)
+    if name in found.clashes:
+        raise ValueError(found.clashes[name])
+    if name not in found.named:
+        raise ValueError(f"trait {name!r} is not installed (pv traits list shows the installed traits)")
+    return name
+
+
+def _detection_task(task: str) -> str:
+    """`evil`, `evil_detection` or `pv_harness/evil_detection` -> the installed trait `evil`."""
+    from pv_harness import plugin_manager
+
+    trait = task.removeprefix("pv_harness/").removesuffix("_detection")
+    found = plugin_manager.collected(plugin_manager.TRAITS)
+    if trait in found.clashes:
+        raise ValueError(found.clashes[trait])
+    if trait not in found.named:
+        raise ValueError(f"unknown detection task {task!r}; installed: {', '.join(found.named) or '(none)'} "
+                         "(each also as <trait>_detection)")
+    return trait
+
+
+def _known_backend(name: str) -> str:
+    if name not in training_backends():
+        raise ValueError(f"unknown training backend {name!r}; installed: {', '.join(training_backends())}")
+    return name
+
+
+def _known_dataset(name: str) -> str:
+    if name not in training_datasets():
+        raise ValueError(f"unknown training dataset {name!r}; installed: {', '.join(training_datasets())}")
+    return name
+
+
+def _config_file(value: str, info: ValidationInfo) -> Path:
+    """A file named in the config, relative to the config's folder (the `root` in the validation context)."""
+    path = Path(value).expanduser()
+    root = (info.context or {}).get("root")
+    return path if path.is_absolute() or root is None else Path(root) / path
+
+
+class DatasetOptions(BaseModel):
+    """The dataset options every source shares, checked; a source's own options pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sample_size: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    mild_fraction: float = Field(default=0.5, ge=0, le=1)
+    coherence: float = 0.0
+    threshold: float | Literal["auto"] = 50.0
+
+
+def _dataset_options(options: dict[str, Any]) -> dict[str, Any]:
+    DatasetOptions.model_validate(options)  # the errors name dataset_kwargs.<option>; the values stay as written
+    return options
+
+
+class SteeringEntry(BaseModel):
+    """One preventative-steering entry: the keys `pv/` steering takes, a vector file that exists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vector: str | list[float]
+    layer: int = Field(ge=0)
+    coef: float | None = None
+    op: Literal["add", "ablate"] = "add"
+    positions: Literal["all", "prompt", "response"] = "response"
+    kind: str = DEFAULT_KIND
+
+    @field_validator("vector")
+    @classmethod
+    def _exists(cls, vector: str | list[float], info: ValidationInfo) -> str | list[float]:
+        if isinstance(vector, str) and not _config_file(vector, info).is_file():
+            raise ValueError(f"no vector file {_config_file(vector, info)}")
+        return vector
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, kind: str) -> str:
+        if kind not in VECTOR_KINDS:
+            raise ValueError(f"must be one of {', '.join(VECTOR_KINDS)}; got {kind!r}")
+        return kind
+
+    @model_validator(mode="after")
+    def _coef(self) -> SteeringEntry:
+        if self.op == "add" and self.coef is None:
+            raise ValueError("a steering entry with op 'add' needs a coef")
+        return self
+
+
+def _steering_entry(entry: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    SteeringEntry.model_validate(entry, context=info.context)  # the errors name steering.<i>.<key>
+    return entry
+
+
+DatasetKwargs = Annotated[dict[str, Any], AfterValidator(_dataset_options)]
+
+
 class ModelEntry(_Strict):
     name: str = Field(min_length=1)
-    dataset: str = "collected"
-    trait: str
+    dataset: Annotated[str, AfterValidator(_known_dataset)] = "collected"
+    trait: Annotated[str, AfterValidator(_installed_trait)]
     strength: Strength
     suffix: str | None = None
-    dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+    dataset_kwargs: DatasetKwargs = Field(default_factory=dict)
 
     _name = field_validator("name")(path_component)
 
 
 class TrainingConfig(_Strict):
     base_model: str
-    backend: str = "local"
+    backend: Annotated[str, AfterValidator(_known_backend)] = "local"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
-    steering: list[dict[str, Any]] = Field(default_factory=list)  # preventative steering while training
-    poll_seconds: float = 30.0
+    dataset_kwargs: DatasetKwargs = Field(default_factory=dict)
+    # preventative steering while training
+    steering: list[Annotated[dict[str, Any], AfterValidator(_steering_entry)]] = Field(default_factory=list)
+    poll_seconds: float = Field(default=30.0, gt=0)
 
 
 class CollectConfig(_Strict):
     """Build `collected` datasets here first: persona_collect (pos and neg) with the base model."""
 
-    limit: int | None = 10
-    n: int = 1
-    max_tokens: int = 64
-    temperature: float = 1.0
+    limit: int | None = Field(default=10, ge=1)
+    n: int = Field(default=1, ge=1)
+    max_tokens: int = Field(default=64, ge=1)
+    temperature: float = Field(default=1.0, ge=0)
     judge_mode: str = "auto"
-    judge_min_mass: float = 0.25
+    judge_min_mass: float = Field(default=0.25, ge=0, le=1)
     seed: int | None = 0
 
     _judge_mode = field_validator("judge_mode")(_check_judge_mode)
 
 
 class EvaluationConfig(_Strict):
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[Annotated[str, AfterValidator(_detection_task)]] = Field(min_length=1)  # as trait names
     grader: str | None = None  # default: the base model
-    limit: int | None = None
-    n: int = 1
-    max_tokens: int = 256
-    temperature: float = 1.0
+    limit: int | None = Field(default=None, ge=1)
+    n: int = Field(default=1, ge=1)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=1.0, ge=0)
     judge_mode: str = "auto"
-    judge_min_mass: float = 0.25
+    judge_min_mass: float = Field(default=0.25, ge=0, le=1)
     include_base: bool = False
     seed: int | None = 0
 
     _judge_mode = field_validator("judge_mode")(_check_judge_mode)
 
-    @field_validator("tasks")
-    @classmethod
-    def _traits(cls, tasks: list[str]) -> list[str]:
-        return [t.removeprefix("pv_harness/").removesuffix("_detection") for t in tasks]
-
 
 class ShiftConfig(_Strict):
-    vectors: dict[str, str]  # trait -> vector file, or `collected` (extracted from this experiment's collection)
+    # trait -> vector file, or `collected` (extracted from this experiment's collection)
+    vectors: dict[Annotated[str, AfterValidator(_installed_trait)], str]
     extract: dict[str, Any] = Field(default_factory=lambda: {"threshold": 0, "coherence": 0, "min_pairs": 3})
-    layer: int | None = None
-    random_directions: int = 20
+    layer: int | None = Field(default=None, ge=0)
+    random_directions: int = Field(default=20, ge=1)
     seed: int = 0
+
+    @field_validator("vectors")
+    @classmethod
+    def _files(cls, vectors: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        for trait, vector in vectors.items():
+            if vector != "collected" and not _config_file(vector, info).is_file():
+                raise ValueError(f"{trait}: no vector file {_config_file(vector, info)} (a file, or `collected`)")
+        return vectors
 
 
 class ExperimentConfig(_Strict):
@@ -180,14 +309,14 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except (OSError, yaml.YAMLError) as ex:
         raise ExperimentError(f"cannot read {path}: {ex}") from ex
     try:
-        return ExperimentConfig.model_validate(data or {})
+        return ExperimentConfig.model_validate(data or {}, context={"root": path.parent})
     except ValidationError as ex:
         raise ExperimentError("\n".join(f"{path}: {_describe(error)}" for error in ex.errors())) from ex
 
 
 def _describe(error: ErrorDetails) -> str:
     """One pydantic error as `field.path: what is wrong` (no field for a check across fields)."""
-    where = ".".join(str(part) for part in error["loc"])
+    where = ".".join(str(part) for part in error["loc"] if part != "[key]")  # a dict key's error: the key
     message = error["msg"].removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
 
@@ -219,11 +348,22 @@ class Experiment:
         return path if path.is_absolute() else (self.root / path).resolve()
 
     def _read_state(self) -> dict[str, Any]:
-        import json
+        if not self.state_path.is_file():
+            return {section: {} for section in STATE_SECTIONS}
+        try:
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as ex:
+            raise self._corrupt(f"not valid JSON: {ex}") from ex
+        problem = _state_problem(state)
+        if problem:
+            raise self._corrupt(problem)
+        for section in STATE_SECTIONS:
+            state.setdefault(section, {})
+        return state
 
-        if self.state_path.is_file():
-            return json.loads(self.state_path.read_text())
-        return {"models": {}, "collect": {}, "evaluate": {}, "shift": {}}
+    def _corrupt(self, why: str) -> ExperimentError:
+        return ExperimentError(f"{self.state_path} is corrupt ({why}); delete it to start the experiment fresh "
+                               "(finished training outputs stay on disk, but every step reruns)")
 
     def _save(self) -> None:
         atomic_write_json(self.state_path, self.state)
@@ -313,12 +453,16 @@ class Experiment:
         return key, examples
 
     def train(self, *, wait: bool = True) -> dict[str, str]:
-        """Submit every model whose cached job is missing, stale, failed or cancelled; then wait for them."""
+        """Submit every model whose cached job is missing, stale, failed or cancelled; then wait for them.
+
+        Every dataset is built before the first job starts; a job that fails is recorded and the others still
+        run (`failures` lists the failed ones)."""
         collected = self.collect()
         backend = get_backend(self.cfg.training.backend)
+        plans = {m.name: self._plan(m, collected) for m in self.cfg.models}
         actions: dict[str, str] = {}
         for m in self.cfg.models:
-            key, examples = self._plan(m, collected)
+            key, examples = plans[m.name]
             rec = self.state["models"].get(m.name)
             if rec and rec.get("key") == key and rec["job"]["state"] not in ("failed", "cancelled"):
                 job = Job.from_dict(rec["job"])
@@ -336,7 +480,7 @@ class Experiment:
                                       output_dir=self.out / "models" / f"{m.name}-{key[:10]}",
                                       hyperparameters=dict(self.cfg.training.hyperparameters),
                                       steering=self._steering())
-            job = backend.submit(request)
+            job = _submit(backend, request)
             self.state["models"][m.name] = {"key": key, "examples": len(examples), "job": job.to_dict()}
             self._save()
             actions[m.name] = "submitted"
@@ -352,6 +496,20 @@ class Experiment:
                     rec["job"] = job.to_dict()
                     self._save()
         return actions
+
+    def failures(self) -> list[str]:
+        """One line per configured model whose training job failed or was cancelled: its error and its log."""
+        lines = []
+        for m in self.cfg.models:
+            rec = self.state["models"].get(m.name)
+            if rec is None or rec["job"]["state"] not in ("failed", "cancelled"):
+                continue
+            job = Job.from_dict(rec["job"])
+            log = Path(job.details["output_dir"]) / "job.json" if job.details.get("output_dir") else None
+            where = (str(log) if log is not None and log.is_file()
+                     else f"{job.backend} job {job.id or '(none)'}, recorded in {self.state_path}")
+            lines.append(f"training {m.name} {job.state}: {job.error or 'no error given'} (log: {where})")
+        return lines
 
     # ---- status ---------------------------------------------------------------------------------------
 
@@ -561,6 +719,34 @@ class Experiment:
             notes.append(f"Every model's answers are scored with {self.grader}{whose}; coherence is on the likelihood "
                          "judge's scale: read it against the baseline model's, not against 50.")
         return notes
+
+
+def _submit(backend: TrainingBackend, request: TrainingRequest) -> Job:
+    """The backend's job, or a failed one saying why submitting raised: one model's failure stops no other."""
+    try:
+        return backend.submit(request)
+    except Exception as ex:  # noqa: BLE001 - recorded as a failed job (never reused) and reported by `failures`
+        request.output_dir.mkdir(parents=True, exist_ok=True)
+        job = Job(backend=backend.name, id="", state="failed", base_model=request.base_model,
+                  error=f"{type(ex).__name__}: {ex}", details={"output_dir": str(request.output_dir)})
+        atomic_write_json(request.output_dir / "job.json", job.to_dict())
+        return job
+
+
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a parsed state file's shape, or None (every later step reads these fields)."""
+    if not isinstance(state, dict):
+        return f"a JSON object expected, got {type(state).__name__}"
+    for section in (*STATE_SECTIONS, "vectors"):
+        if not isinstance(state.get(section, {}), dict):
+            return f"{section!r} should be an object"
+    for name, rec in state.get("models", {}).items():
+        job = rec.get("job") if isinstance(rec, dict) else None
+        if not (isinstance(job, dict) and isinstance(rec.get("key"), str) and isinstance(job.get("id"), str)
+                and isinstance(job.get("backend"), str) and job.get("state") in get_args(JobState)
+                and isinstance(job.get("details", {}), dict)):
+            return f"models.{name} should hold a key and a job with backend, id and state"
+    return None
 
 
 def versus_baseline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -128,9 +128,11 @@ def rule_text(summary: pd.DataFrame, floor: float, relative: bool = False) -> st
     baselines = _baselines(summary)
     if baselines.empty:
         return f"the highest mean trait score among positive coefficients with mean coherence >= {floor:g} x baseline"
-    values = sorted({round(float(v), 6) for v in baselines})
-    shown = (f"{values[0]:.1f}, so >= {floor * values[0]:.1f}" if len(values) == 1
-             else "per layer: " + ", ".join(f"layer {layer} {v:.1f}" for layer, v in baselines.items()))
+    counts = summary[summary["coef"] == 0].set_index("layer")["coherence_n"]
+    values = sorted({(round(float(v), 6), int(counts[layer])) for layer, v in baselines.items()})
+    shown = (f"{values[0][0]:.1f}, n={values[0][1]}, so >= {floor * values[0][0]:.1f}" if len(values) == 1
+             else "per layer: " + ", ".join(f"layer {layer} {v:.1f} (n={int(counts[layer])})"
+                                            for layer, v in baselines.items()))
     return (f"the highest mean trait score among positive coefficients with mean coherence >= {floor:g} x the "
             f"unsteered baseline's mean coherence ({shown})")
 
