@@ -6,6 +6,7 @@ Keep this module cheap to import: heavy libraries (torch, transformers) load ins
 from pv_harness.provider.api import pv  # noqa: F401
 from pv_harness.scorers.judge import coherence_judge, trait_judge  # noqa: F401
 from pv_harness.scorers.metrics import grouped_judge_stats, judge_stats  # noqa: F401
+from pv_harness.scorers.projection import projection  # noqa: F401
 from pv_harness.solvers.preflight import preflight  # noqa: F401
 from pv_harness.tasks.persona import (  # noqa: F401
     evil_detection,

@@ -34,13 +34,14 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=4, ensure_ascii=False) + "\n")
 
 
-def path_component(name: str) -> str:
+def path_component(name: str, *, what: str | None = None) -> str:
     """`name` if it is safe as one folder or file name inside a parent, else a ValueError saying why.
 
-    Names from config files become paths (`pv-experiments/<name>`, `<out>/models/<name>-...`); `..`, a slash or
-    an absolute path would write outside the folder they belong in.
+    Names from config files and logs become paths (`pv-experiments/<name>`, `<out>/models/<name>-...`,
+    `vectors/<model>/<trait>.safetensors`); `..`, a slash or an absolute path would write outside the folder they
+    belong in. `what` says where the name came from (e.g. "the logs' trait"), for the message.
     """
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or Path(name).is_absolute():
-        raise ValueError(f"{name!r} cannot be a folder name: use letters, digits, '-', '_' or '.', with no '/' and "
-                         "not '..' (it becomes a path inside the output folder)")
+        raise ValueError(f"{what + ' ' if what else ''}{name!r} cannot be a folder name: use letters, digits, '-', "
+                         "'_' or '.', with no '/' and not '..' (it becomes a path inside the output folder)")
     return name

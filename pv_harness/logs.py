@@ -20,11 +20,12 @@ if TYPE_CHECKING:
 
 TRAIT_SCORER = "trait_judge"
 COHERENCE_SCORER = "coherence_judge"
+COLLECTION_TASK = "persona_collect"  # the `pv_task` whose logs extraction reads
 ATTACHMENT = "attachment://"
 
 
 class LogError(ValueError, PvError):
-    """A log a step cannot use: unfinished, or none of the kind it needs."""
+    """A log a step cannot use: unreadable, unfinished, of another task, or none of the kind it needs."""
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,23 @@ def summarise(values: Iterable[float | None]) -> ScoreSummary:
 # --- reading samples -----------------------------------------------------------------------------------------
 
 
+def unreadable_log(path: str | Path, error: Exception) -> LogError:
+    """The one message for a log file inspect cannot parse (cut short by a crash or a full disk, or not a log)."""
+    detail = " ".join(str(error).split())
+    return LogError(f"{path}: cannot read this log ({type(error).__name__}: {detail}): it is truncated or corrupt, "
+                    "or not an inspect eval log; delete it and rerun the step that wrote it")
+
+
 def read_header(path: str | Path) -> EvalLog:
+    """A log's header (no samples); a file that is not a readable log is a LogError naming it."""
     from inspect_ai.log import read_eval_log
 
-    return read_eval_log(str(path), header_only=True)
+    try:
+        return read_eval_log(str(path), header_only=True)
+    except OSError:
+        raise  # a missing or unreadable file says so itself
+    except Exception as ex:  # inspect's zip, zstd, JSON and schema errors alike: all mean "not a log we can read"
+        raise unreadable_log(path, ex) from ex
 
 
 @dataclass(frozen=True)
@@ -135,11 +149,26 @@ class JudgedSample:
 
 def judged_samples(path: str | Path, header: EvalLog | None = None) -> Iterator[JudgedSample]:
     """Every sample of a log, streamed, with its judge scores: the one place scores are read from samples."""
+    names = judge_names(header or read_header(path))
+    for sample in _samples(path):
+        yield JudgedSample(sample, score_value(sample.scores, names.trait), score_value(sample.scores, names.coherence))
+
+
+def _samples(path: str | Path) -> Iterator[EvalSample]:
+    """inspect's sample stream, with a log that breaks off part way (a readable header, a corrupt sample) named."""
     from inspect_ai.log import read_eval_log_samples
 
-    names = judge_names(header or read_header(path))
-    for sample in read_eval_log_samples(str(path), all_samples_required=False):
-        yield JudgedSample(sample, score_value(sample.scores, names.trait), score_value(sample.scores, names.coherence))
+    samples = read_eval_log_samples(str(path), all_samples_required=False)
+    while True:
+        try:
+            sample = next(samples)
+        except StopIteration:
+            return
+        except OSError:
+            raise
+        except Exception as ex:  # as in read_header
+            raise unreadable_log(path, ex) from ex
+        yield sample
 
 
 def _logged_prompt(sample: EvalSample) -> str | None:
@@ -179,12 +208,19 @@ class CollectionLog:
         return summarise(a.trait_score if score == "trait" else a.coherence for a in self.answers)
 
 
-def read_collection_log(path: str | Path) -> CollectionLog:
-    """Every judged answer of a finished `persona_collect` or `trait_eval` log, streamed sample by sample."""
+def read_collection_log(path: str | Path, task: str | None = None) -> CollectionLog:
+    """Every judged answer of a finished `persona_collect` or `trait_eval` log, streamed sample by sample.
+
+    `task`: the `pv_task` the log must come from (extraction needs `persona_collect`): any other log's samples
+    would read as answers without a polarity, and fail later with a message that hides the mix-up.
+    """
     header = read_header(path)
     if header.status != "success":
         raise LogError(f"{path}: the eval did not finish (status {header.status!r}); rerun or resume it first")
     meta = header.eval.metadata or {}
+    if task is not None and meta.get("pv_task") != task:
+        raise LogError(f"{path} is a {header.eval.task} log, not a collection log; pass the logs of "
+                       f"pv_harness/{task}")
     grader = (header.eval.model_roles or {}).get("grader")
     answers = []
     for judged in judged_samples(path, header):
@@ -236,7 +272,7 @@ def find_collection_logs(log_dir: str | Path, trait: str, model: str | None = No
     The one rule for "the collection" of a trait in a folder: extraction and collected training data use it.
     """
     newest: dict[str, str] = {}
-    for header in finished_logs(log_dir, task="persona_collect", trait=trait, model=model):
+    for header in finished_logs(log_dir, task=COLLECTION_TASK, trait=trait, model=model):
         meta = header.eval.metadata or {}
         if meta.get("version", "extract") != "extract":
             continue

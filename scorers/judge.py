@@ -16,7 +16,8 @@ with no judge prompt at all:
 
 ``auto`` picks ``continuation`` for ``pv/`` graders, ``text`` for providers known to have no
 logprobs, and ``logprob`` otherwise (falling back to ``text``, once per grader, when a reply comes
-back without logprobs). An answer that cannot be scored is ``Score.unscored`` (NaN), never 0:
+back without logprobs; a forced ``logprob`` never falls back: a grader without logprobs is a
+``JudgeConfigError``). An answer that cannot be scored is ``Score.unscored`` (NaN), never 0:
 inspect's metrics skip it and count it in ``unscored_samples``.
 
 Score metadata: ``judge`` (``trait`` | ``coherence``), ``trait``, ``mode``, ``mass`` (the numeric
@@ -232,11 +233,19 @@ def check_mode(mode: str, grader: Model) -> None:
     """
     _check_mode(mode)
     name = model_name(grader)
+    if mode == "logprob" and name.split("/", 1)[0] in TEXT_ONLY_PROVIDERS:
+        raise JudgeConfigError(no_logprobs_message(name, "returns"))
     if mode == "continuation" and not is_pv_model(name):
         raise JudgeConfigError(
             f"judge_mode 'continuation' needs a pv/ grader (exact continuation scoring); the grader is {name!r}. "
             "Use judge_mode=logprob or text, or --model-role grader=pv/<model>."
         )
+
+
+def no_logprobs_message(name: str, verb: str) -> str:
+    """Why a forced logprob judge cannot work with grader `name` ("returned" after a reply, "returns" before)."""
+    return (f"judge_mode 'logprob': grader {name!r} {verb} no logprobs; use judge_mode=text (or auto), or a grader "
+            "that returns top_logprobs (e.g. an OpenAI model)")
 
 
 def grader_config(mode: str, grader: Model) -> GenerateConfig:
@@ -267,8 +276,12 @@ def _top_logprobs(output: ModelOutput) -> list[tuple[str, float]] | None:
 
 
 async def ask_grader(prompt: str, *, grader: Model, mode: str, min_mass: float = MIN_MASS) -> tuple[JudgeResult, str]:
-    """Send one judge prompt; returns the result and the mode actually used."""
-    mode = resolve_mode(mode, grader)
+    """Send one judge prompt; returns the result and the mode actually used.
+
+    Only `auto` may fall back from logprob to text mode: a forced `logprob` that the grader cannot honour is an
+    error, since silently text-scored answers would pass for the paper's judge.
+    """
+    requested, mode = mode, resolve_mode(mode, grader)
     output = await grader.generate(prompt, config=grader_config(mode, grader))
     reply = output.completion
     if mode == "continuation":
@@ -283,6 +296,8 @@ async def ask_grader(prompt: str, *, grader: Model, mode: str, min_mass: float =
         top = _top_logprobs(output)
         if top is None:
             name = model_name(grader)
+            if requested == "logprob":
+                raise JudgeConfigError(no_logprobs_message(name, "returned"))
             if name not in _no_logprobs:
                 logger.warning("grader %s returned no logprobs: judging in text mode instead", name)
             _no_logprobs.add(name)

@@ -7,7 +7,8 @@ System prompts of graded strength x the trait's held-out questions: for question
 persona prompt of instruction pair q mod P, the neg persona prompt of the same pair, and no system prompt.
 The pv/ provider projects the last prompt token's activation at `layer` onto the persona vector before it
 generates (`pv_monitor` metadata: `prompt_last`, and each answer token's projection); the judges score the
-answer. `pv_harness.reports.monitor.write_prompt_monitor_report` then asks the paper's question: does the
+answer, and the `projection` scorer logs the projections as score columns for `inspect view`.
+`pv_harness.reports.monitor.write_prompt_monitor_report` then asks the paper's question: does the
 projection before generating predict the trait score of what follows?
 
 Sample metadata: ``trait``, ``version`` (`eval`), ``question_id``, ``question``, ``instruction_id`` (None
@@ -27,6 +28,7 @@ from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig,
 from inspect_ai.solver import Generate, Solver, TaskState, generate, solver
 from pv_harness.scorers.judge import MIN_MASS, is_pv_model
 from pv_harness.scorers.likelihood import LIKELIHOOD_PAIRS
+from pv_harness.scorers.projection import projection
 from pv_harness.solvers.preflight import check_grader, eval_context_model
 from pv_harness.tasks.persona import (
     _judge_mode,
@@ -144,7 +146,8 @@ def prompt_monitor(
         dataset=MemoryDataset(prompt_monitor_samples(definition, count), name=f"{definition.name}_prompt_monitor"),
         setup=monitor_preflight(judge_mode),
         solver=generate(),
-        scorer=_scorers(definition.name, judge_mode, judge_min_mass, likelihood_pairs=likelihood_pairs),
+        scorer=[*_scorers(definition.name, judge_mode, judge_min_mass, likelihood_pairs=likelihood_pairs),
+                projection()],
         config=GenerateConfig(temperature=_number("temperature", temperature),
                               max_tokens=_positive_int("max_tokens", max_tokens),
                               extra_body={"pv": {"monitor": monitor}}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,38 @@ def test_training_data_and_extraction_use_the_same_collection(tmp_path: Path) ->
     baseline = load_dataset("collected", "evil", "baseline", log_dir=str(tmp_path))
     assert [e["messages"][-1]["content"] for e in severe] == ["new pos answer"] * 2
     assert [e["messages"][-1]["content"] for e in baseline] == ["new neg answer"] * 2
+
+
+def test_extraction_runs_float32_unless_asked(collection_logs: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generation may default to bf16 on this CPU; extraction stays float32 (the paper's vectors) by default."""
+    from pv_harness.provider import cpu
+
+    monkeypatch.delenv(cpu.DTYPE_ENV, raising=False)
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
+    default = extract_from_logs(log_dir=collection_logs, trait="evil", out=tmp_path / "a.safetensors", min_pairs=3,
+                                log=lambda _: None)
+    assert read_vectors(default.path).metadata["dtype"] == "float32"
+    logs = find_collection_logs(collection_logs, "evil")
+    out = tmp_path / "b.safetensors"
+    result = CliRunner().invoke(main, ["extract", *logs, "--out", str(out), "--min-pairs", "3", "--dtype", "bfloat16"])
+    assert result.exit_code == 0, result.output
+    assert read_vectors(out).metadata["dtype"] == "bfloat16"
+
+
+def test_extraction_warns_when_the_model_did_not_write_the_logs(collection_logs: Path, tiny_model_dir: Path,
+                                                                tmp_path: Path) -> None:
+    logs = find_collection_logs(collection_logs, "evil")
+    for same in (str(tiny_model_dir), f"hf/{tiny_model_dir}", f"pv/{tiny_model_dir}/"):  # one model, other names
+        lines: list[str] = []
+        extract_from_logs(logs, model=same, out=tmp_path / "same.safetensors", min_pairs=3, log=lines.append)
+        assert not [line for line in lines if line.startswith("warning")], lines
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    result = CliRunner().invoke(main, ["extract", *logs, "--model", f"pv/{other}", "--out",
+                                       str(tmp_path / "other.safetensors"), "--min-pairs", "3"])
+    assert result.exit_code == 0, result.output  # a warning, not a refusal
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert warnings == [f"warning: extracting with pv/{other}, but the logs were written by pv/{tiny_model_dir}: a "
+                        "persona vector is meant to come from the model that wrote the answers (pass that model, "
+                        "or drop --model)"]

@@ -12,7 +12,7 @@ from inspect_ai.log import EvalConfig, EvalDataset, EvalLog, EvalSample, EvalSpe
 from inspect_ai.model import ModelOutput
 from inspect_ai.scorer import Score
 
-from pv_harness.reports.monitor import write_monitor_report, write_prompt_page
+from pv_harness.reports.monitor import token_scale, write_monitor_report, write_prompt_page
 from pv_harness.reports.pages import number
 from pv_harness.reports.run import write_run_page
 
@@ -54,8 +54,10 @@ def test_monitor_page_shows_an_empty_answer(tmp_path: Path) -> None:
 def test_pages_escape_what_comes_from_models_and_logs(tmp_path: Path) -> None:
     monitor = {"layer": 1, "tokens": ["<b>", "\n"], "projections": [0.0, 2.0], "prompt_last": -1.0,
                "response_mean": 1.0}
-    page = write_prompt_page(tmp_path / "p.html", "Token monitor: <v>", "say <script>", "pv/<m>", monitor).read_text()
-    assert "<title>Token monitor: &lt;v&gt;</title>" in page and "<b>Prompt:</b> say &lt;script&gt;</p>" in page
+    page = write_prompt_page(tmp_path / "p.html", "Token monitor: <v>", "say <script>", "pv/<m>", monitor,
+                             token_scale([0.0, 2.0])).read_text()
+    assert "<title>Token monitor: &lt;v&gt;</title>" in page
+    assert '<div class="question"><b>Question:</b> say &lt;script&gt;</div>' in page
     assert ('title="+0.000">&lt;b&gt;</span><span class="tok" style="background:rgb(214,39,40)" '
             'title="+2.000">↵<br></span>') in page
     assert "<script" not in page  # no plotly on this page, and the prompt's tag is text

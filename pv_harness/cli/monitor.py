@@ -36,7 +36,7 @@ def _default_model(vector: Path) -> str:
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
 @click.option("--seed", type=int, default=None)
 @click.option("--scale", type=float, default=None,
-              help="Projection that gets full colour (default: the largest seen so far).")
+              help="Half-range of the colour scale, in projection units (default: the vector's pos-neg gap).")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Also write a heatmap page.")
 @click.option("--device", default=None)
 def monitor(prompt: str, vector: Path, layer: int | None, kind: str, model_name: str | None, system: str | None,
@@ -46,7 +46,7 @@ def monitor(prompt: str, vector: Path, layer: int | None, kind: str, model_name:
     from pv_harness.models import local_path
     from pv_harness.provider.engine import Engine, GenRequest
     from pv_harness.provider.interventions import SteeringError, parse_monitor
-    from pv_harness.reports.monitor import ansi_token, write_prompt_page
+    from pv_harness.reports.monitor import ColourScale, ansi_token, vector_scale, write_prompt_page
     from pv_harness.vectors.files import VectorError
 
     layer = layer if layer is not None else _default_layer(vector)
@@ -57,18 +57,21 @@ def monitor(prompt: str, vector: Path, layer: int | None, kind: str, model_name:
         engine = Engine.load(local_path(model_name), device=device)
         specs = parse_monitor([{"vector": str(vector), "layer": layer, "kind": kind}], hidden=engine.hidden,
                               num_layers=engine.num_layers, cache=engine.vectors)
+        colours = vector_scale(vector, layer, kind)  # fixed before the first token, shared with --html
     except (SteeringError, VectorError, ValueError) as ex:
         fail(str(ex))
+    if scale is not None:
+        colours = ColourScale(colours.centre, abs(scale), colours.centre_from, "--scale")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    seen = [scale or 0.0]
 
     def show(token: str, value: float | None) -> None:
-        if value is not None and scale is None:
-            seen[0] = max(seen[0], abs(value))
-        click.echo(ansi_token(token, value if value is not None else 0.0, seen[0]), nl=False)
+        click.echo(ansi_token(token, value, colours), nl=False)
         sys.stdout.flush()
 
     click.echo(click.style(f"{model_name} · layer {layer} · {vector.name}", dim=True), err=True)
+    click.echo(f"colours: {ansi_token('away', colours.low, colours)} {ansi_token('centre', colours.centre, colours)} "
+               f"{ansi_token('towards', colours.high, colours)} {colours.legend()}", err=True)
+    click.echo(click.style("Question: ", bold=True) + prompt)
     request = GenRequest(prompt_ids=engine.encode(engine.chat_text(messages)), max_new_tokens=max_tokens,
                          temperature=temperature, seed=seed, monitor=specs, on_token=show)
     (result,) = engine.generate([request])
@@ -76,8 +79,10 @@ def monitor(prompt: str, vector: Path, layer: int | None, kind: str, model_name:
     data = result.monitor[0]
     values = data["projections"]
     click.echo()
+    mean, top = data["response_mean"], max(values, default=None)  # an empty answer has neither
     click.echo(f"last prompt token {data['prompt_last']:+.3f} · response mean "
-               f"{(data['response_mean'] or 0.0):+.3f} · max {max(values, default=0.0):+.3f}", err=True)
+               f"{'-' if mean is None else format(mean, '+.3f')} · max {'-' if top is None else format(top, '+.3f')}",
+               err=True)
     if html:
-        write_prompt_page(html, f"Token monitor: {vector.name}", prompt, model_name, data)
+        write_prompt_page(html, f"Token monitor: {vector.name}", prompt, model_name, data, colours)
         click.echo(f"wrote {html}", err=True)

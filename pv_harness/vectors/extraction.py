@@ -27,7 +27,7 @@ from pv_harness.estimates import auroc
 from pv_harness.logs import CollectedAnswer, find_collection_logs
 from pv_harness.provider.engine import Engine
 from pv_harness.vectors import activations
-from pv_harness.vectors.files import VectorFile, save_vectors
+from pv_harness.vectors.files import BASELINE_KEY, VectorFile, save_vectors
 from pv_harness.vectors.thresholds import DEFAULT_COHERENCE, DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
@@ -253,17 +253,17 @@ def extract(
         progress = bar.update
     # one forward pass over the training share feeds both the final and the train-only vectors, and one over
     # the kept held-out share both the final vector and the in-context diagnostics
-    heldout_context, heldout_text = _Rows(), _Rows()
+    heldout_context, heldout_text, side_means = _Rows(), _Rows(), _SideMeans()
     if train is not None:
-        _pool_into(_Tee(full, train), engine, train_part, system_prompt=True,
+        _pool_into(_Tee(full, side_means, train), engine, train_part, system_prompt=True,
                    batch_size=batch_size, progress=progress)
-        _pool_into(_Tee(full, heldout_context), engine, held_part, system_prompt=True, batch_size=batch_size,
-                   progress=progress)
+        _pool_into(_Tee(full, side_means, heldout_context), engine, held_part, system_prompt=True,
+                   batch_size=batch_size, progress=progress)
         _pool_into(heldout_context, engine, held_rest, system_prompt=True, batch_size=batch_size, progress=progress)
         _pool_into(heldout_text, engine, held_part + held_rest, system_prompt=False, batch_size=batch_size,
                    progress=progress)
     else:
-        _pool_into(full, engine, kept, system_prompt=True, batch_size=batch_size, progress=progress)
+        _pool_into(_Tee(full, side_means), engine, kept, system_prompt=True, batch_size=batch_size, progress=progress)
     vectors = {f"{kind}_diff": v for kind, v in full.result().items()}
     train_vectors = {f"{kind}_diff": v for kind, v in train.result().items()} if train is not None else None
     diagnostics = _diagnostics(vectors, train_vectors, heldout_text.result(), heldout_context.result())
@@ -283,7 +283,9 @@ def extract(
         "heldout_set": "every non-empty answer of the held-out questions, kept by the filter or not",
         "judge": judge,
         "source_logs": list(sources),
+        "dtype": str(engine.dtype).removeprefix("torch."),  # the model's, for the forward passes (pooling is float32)
         "diagnostics": diagnostics,
+        BASELINE_KEY: side_means.baseline(vectors["response_avg_diff"]),
     }
     vector_file = VectorFile(tensors=vectors, metadata=meta)
     path = save_vectors(vector_file, out)
@@ -304,8 +306,31 @@ class _Rows:
         return {pol: {kind: torch.cat(ts) for kind, ts in kinds.items()} for pol, kinds in self.parts.items()}
 
 
+class _SideMeans:
+    """Running sums of each side's response means: where the kept answers sit on the vector (its baseline)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: Counter = Counter()
+
+    def add(self, polarity: str, pooled: dict[str, torch.Tensor]) -> None:
+        rows = pooled["response_avg"].double()
+        self.sums[polarity] = self.sums[polarity] + rows.sum(0) if polarity in self.sums else rows.sum(0)
+        self.counts[polarity] += rows.shape[0]
+
+    def baseline(self, vector: torch.Tensor) -> dict:
+        """Per layer, each side's mean projection on the unit `response_avg_diff` vector (see `files.Baseline`).
+
+        A projection is linear, so the mean of the answers' projections is the projection of their mean.
+        """
+        rows = vector.double()
+        unit = rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return {"kind": "response_avg_diff",
+                **{side: ((self.sums[side] / self.counts[side]) * unit).sum(-1).tolist() for side in ("neg", "pos")}}
+
+
 class _Tee:
-    """Feed one stream of batches to two accumulators."""
+    """Feed one stream of batches to several accumulators."""
 
     def __init__(self, *methods) -> None:
         self.methods = methods
@@ -318,6 +343,20 @@ class _Tee:
 # --- from logs ------------------------------------------------------------------------------------
 
 
+def _same_model(a: str, b: str) -> bool:
+    """Whether two model names load the same weights (`pv/smollm2`, `hf/<its folder>`, the folder itself)."""
+    from pv_harness import models
+    from pv_harness.errors import PvError
+
+    if a == b:
+        return True
+    try:
+        paths = [models.local_path(a), models.local_path(b)]
+    except PvError:  # an API model, or an alias not installed: only the same name is the same model
+        return False
+    return len({str(Path(p).resolve()) if Path(p).is_dir() else p for p in paths}) == 1
+
+
 def extract_from_logs(
     logs: Sequence[str] = (),
     *,
@@ -326,6 +365,7 @@ def extract_from_logs(
     model: str | None = None,
     out: str | Path | None = None,
     device: str | None = None,
+    dtype: str = "float32",
     export_pt: bool = False,
     log: Callable[[str], None] = print,
     **options,
@@ -333,10 +373,12 @@ def extract_from_logs(
     """The Python API behind `pv extract`: read logs, check they agree, load the model, extract, report.
 
     `logs` are persona_collect logs (pos, neg, or both in one); or give `log_dir` and `trait` to use
-    the newest ones there.
+    the newest ones there. The model runs in float32 by default (parity with the paper's vectors), whatever
+    the generation engine's CPU default; `dtype="bfloat16"` is faster on CPUs with native bf16.
     """
     from pv_harness import models
-    from pv_harness.logs import read_collection_log
+    from pv_harness.atomic import path_component
+    from pv_harness.logs import COLLECTION_TASK, read_collection_log
     from pv_harness.reports.extraction import write_extraction_report
     from pv_harness.vectors.files import export_pt as write_pt
 
@@ -344,11 +386,11 @@ def extract_from_logs(
         if not (log_dir and trait):
             raise ValueError("give collection logs, or a log dir and a trait")
         logs = find_collection_logs(log_dir, trait, model)
-    read = [read_collection_log(p) for p in logs]
+    read = [read_collection_log(p, task=COLLECTION_TASK) for p in logs]
     traits = {lg.trait for lg in read}
     if len(traits) != 1 or (trait and trait not in traits):
         raise ValueError(f"the logs are for traits {sorted(traits)}" + (f", not {trait!r}" if trait else ""))
-    trait = traits.pop()
+    trait = path_component(traits.pop(), what="the logs' trait")  # it names the vector files
     answers = [a for lg in read for a in lg.answers]
     sides = {a.polarity for a in answers}
     if sides != {"pos", "neg"}:
@@ -359,9 +401,15 @@ def extract_from_logs(
         if len(subjects) != 1:
             raise ValueError(f"the logs come from different models {sorted(subjects)}; pass --model")
         model = next(iter(subjects))
+    others = sorted(s for s in subjects if not _same_model(s, model))
+    if others:
+        log(f"warning: extracting with {model}, but the logs were written by {', '.join(others)}: a persona vector "
+            "is meant to come from the model that wrote the answers (pass that model, or drop --model)")
     log(f"{len(answers)} answers from {len(read)} log(s); trait {trait}, model {model}")
-    engine = Engine.load(models.local_path(model), device=device)
-    out = Path(out) if out else Path("vectors") / models.slug(model) / f"{trait}.safetensors"
+    if out is None:  # the model's name becomes a folder inside vectors/
+        out = Path("vectors") / path_component(models.slug(model), what="the model name") / f"{trait}.safetensors"
+    out = Path(out)
+    engine = Engine.load(models.local_path(model), device=device, dtype=dtype)
     graders = sorted({lg.grader for lg in read if lg.grader})
     result = extract(answers, model_name=model, engine=engine, out=out, trait=trait,
                      judge=", ".join(graders) or None, sources=[lg.path for lg in read], log=log, **options)

@@ -4,7 +4,8 @@ and inline floats.
 A vector file made by extraction holds three tensors, `response_avg_diff` (the one steering uses),
 `prompt_avg_diff` and `prompt_last_diff`, each with one row per hidden-states layer (row 0 = embeddings).
 safetensors metadata is a flat str -> str map; we store one JSON document under `pv_harness` so nested
-details (counts, diagnostics, source logs) survive, plus the project version.
+details (counts, diagnostics, source logs) survive, plus the project version. Extraction also stores a
+`baseline` (see `Baseline`): where the neg and pos answers sit on the vector, the reference a monitor's colours use.
 
 The paper's released files are `.pt` files holding one such tensor; they are read with
 `torch.load(weights_only=True)`, which never unpickles arbitrary objects, and `export_pt` writes them.
@@ -47,6 +48,32 @@ class VectorError(ValueError, PvError):
 class VectorFile:
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, Any]
+
+
+BASELINE_KEY = "baseline"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The mean projection of the kept neg and pos answers (each answer's response mean, onto the unit vector).
+
+    A monitored token reads against these: near `neg` is how the answers without the trait sit, near `pos` how
+    those with it sit. Stored in the metadata as `{"kind", "neg": [one per layer], "pos": [...]}`.
+    """
+
+    neg: float
+    pos: float
+
+
+def read_baseline(metadata: dict[str, Any], kind: str, layer: int) -> Baseline | None:
+    """The stored baseline of vector `kind` at `layer`, or None (an older file, another kind, a `.pt` file)."""
+    stored = metadata.get(BASELINE_KEY)
+    if not isinstance(stored, dict) or stored.get("kind") != kind:
+        return None
+    neg, pos = stored.get("neg"), stored.get("pos")
+    if not (isinstance(neg, list) and isinstance(pos, list) and 0 <= layer < min(len(neg), len(pos))):
+        return None
+    return Baseline(neg=float(neg[layer]), pos=float(pos[layer]))
 
 
 # --- reading -----------------------------------------------------------------------------------------------
