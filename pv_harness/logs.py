@@ -186,7 +186,7 @@ def _logged_prompt(sample: EvalSample) -> str | None:
     return None
 
 
-def _question(sample: EvalSample) -> str:
+def sample_question(sample: EvalSample) -> str:
     question = (sample.metadata or {}).get("question")
     if isinstance(question, str):
         return question
@@ -233,7 +233,7 @@ def read_collection_log(path: str | Path, task: str | None = None) -> Collection
             instruction_id=int(m["instruction_id"]) if m.get("instruction_id") is not None else -1,
             epoch=int(sample.epoch),
             system_prompt=m.get("system_prompt"),
-            question=_question(sample),
+            question=sample_question(sample),
             answer=sample.output.completion if sample.output else "",
             trait_score=judged.trait_score,
             coherence=judged.coherence,

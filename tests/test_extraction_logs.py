@@ -70,6 +70,9 @@ def test_cli_extract_and_vectors(collection_logs: Path, tmp_path: Path) -> None:
     assert (tmp_path / "evil_response_avg_diff.pt").exists()
     info = runner.invoke(main, ["vectors", "info", str(out)])
     assert info.exit_code == 0 and "response_avg_diff" in info.output and "paired" in info.output
+    stored = read_vectors(out).metadata["baseline"]
+    row = next(line.split() for line in info.output.splitlines() if line.split()[:1] == ["2"])
+    assert row[-2:] == [f"{stored['neg'][2]:.3f}", f"{stored['pos'][2]:.3f}"]  # neg and pos mean projection
     pt = runner.invoke(main, ["vectors", "compare", str(out), str(tmp_path / "evil_response_avg_diff.pt"),
                               "--html", str(tmp_path / "cmp.html")])
     assert pt.exit_code == 0, pt.output

@@ -11,7 +11,7 @@ import click
 
 from pv_harness.cli.fail import fail
 from pv_harness.cli.options import number_list
-from pv_harness.vectors.files import DEFAULT_KIND, VectorError, read_any
+from pv_harness.vectors.files import DEFAULT_KIND, VectorError, read_any, read_baseline
 from pv_harness.vectors.interop import FORMATS
 
 
@@ -32,20 +32,23 @@ def info(path: Path, as_json: bool) -> None:
         return
     for kind, tensor in vf.tensors.items():
         click.echo(f"{kind:<20} {list(tensor.shape)}")
-    meta = {k: v for k, v in vf.metadata.items() if k != "diagnostics"}
+    meta = {k: v for k, v in vf.metadata.items() if k not in ("diagnostics", "baseline")}
     for key, value in meta.items():
         click.echo(f"{key:<20} {value}")
     diagnostics = {row["layer"]: row for row in vf.metadata.get("diagnostics", [])}
     main_kind = "response_avg_diff" if "response_avg_diff" in vf.tensors else next(iter(vf.tensors))
     rows = vf.tensors[main_kind]
     if rows.ndim == 2:
-        click.echo(f"\nlayer  norm({main_kind})  held-out AUROC: in context  text only    n")
+        click.echo(f"\nlayer  norm({main_kind})  held-out AUROC: in context  text only    n  neg mean  pos mean")
         for layer in range(rows.shape[0]):
             row = diagnostics.get(layer, {})
             shown = [f"{a:.3f}" if isinstance(a, float) else "-"
                      for a in (row.get("heldout_auroc_context"), row.get("heldout_auroc"))]
             n = sum((row.get("heldout_n") or {}).values()) or "-"
-            click.echo(f"{layer:>5}  {float(rows[layer].norm()):>18.3f}  {shown[0]:>26}  {shown[1]:>9}  {n:>3}")
+            baseline = read_baseline(vf.metadata, main_kind, layer)
+            means = [f"{v:.3f}" for v in (baseline.neg, baseline.pos)] if baseline else ["-", "-"]
+            click.echo(f"{layer:>5}  {float(rows[layer].norm()):>18.3f}  {shown[0]:>26}  {shown[1]:>9}  {n:>3}"
+                       f"  {means[0]:>8}  {means[1]:>8}")
 
 
 def labels(paths: Sequence[Path]) -> dict[Path, str]:

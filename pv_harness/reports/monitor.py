@@ -164,7 +164,7 @@ def monitor_frame(log_path: str | Path) -> tuple[list[dict[str, Any]], dict]:
 
     Each row also keeps the sample's `id`, `epoch`, `metadata` and `question`, and the entry itself as `data`.
     """
-    from pv_harness.logs import _question, judged_samples, read_header
+    from pv_harness.logs import judged_samples, read_header, sample_question
 
     header = read_header(log_path)
     rows = []
@@ -178,7 +178,7 @@ def monitor_frame(log_path: str | Path) -> tuple[list[dict[str, Any]], dict]:
                 "mean": monitor["response_mean"], "max": max(values) if values else math.nan,
                 "prompt_last": monitor["prompt_last"], "trait_score": judged.trait_score,
                 "coherence": judged.coherence, "data": monitor, "id": sample.id, "epoch": sample.epoch,
-                "metadata": sample.metadata or {}, "question": _question(sample),
+                "metadata": sample.metadata or {}, "question": sample_question(sample),
             })
     return rows, header.eval.metadata or {}
 
