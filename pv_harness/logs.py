@@ -256,12 +256,15 @@ def finished_logs(log_dir: str | Path, *, task: str | None = None, trait: str | 
     """Headers of the successful logs in `log_dir`, newest first; only one `pv_task`, trait or model when given."""
     from inspect_ai.log import list_eval_logs
 
+    from pv_harness.models import same_model
+
     found = []
     for info in list_eval_logs(str(log_dir), descending=True):
         header = read_header(info.name)
         meta = header.eval.metadata or {}
         if (header.status == "success" and (task is None or meta.get("pv_task") == task)
-                and (trait is None or meta.get("trait") == trait) and (model is None or header.eval.model == model)):
+                and (trait is None or meta.get("trait") == trait)
+                and (model is None or same_model(header.eval.model, model))):
             found.append(header)
     return found
 

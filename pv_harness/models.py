@@ -111,6 +111,17 @@ def local_path(model: str) -> str:
     return resolve(model)
 
 
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names load the same weights (`pv/smollm2`, `hf/<its folder>`, the folder itself)."""
+    if a == b:
+        return True
+    try:
+        paths = [local_path(a), local_path(b)]
+    except PvError:  # an API model, or an alias not installed: only the same name is the same model
+        return False
+    return len({str(Path(p).resolve()) if Path(p).is_dir() else p for p in paths}) == 1
+
+
 def slug(model: str) -> str:
     """A model name as one folder name (`pv/org/name` -> `org__name`, a local folder -> its own name)."""
     provider, _, name = model.partition("/")

@@ -12,7 +12,7 @@ from pv_harness.scorers.testing import grader_output, mock_grader, mock_subject
 from pv_harness.tasks.persona import persona_collect
 
 from pv_harness.cli import main
-from pv_harness.logs import find_collection_logs, read_collection_log
+from pv_harness.logs import LogError, find_collection_logs, read_collection_log
 from pv_harness.organisms.training import load_dataset
 from pv_harness.vectors.extraction import extract_from_logs
 from pv_harness.vectors.files import read_vectors
@@ -48,6 +48,14 @@ def test_reads_collection_logs(collection_logs: Path) -> None:
     pos = next(a for a in answers if a.polarity == "pos")
     assert pos.system_prompt.startswith("You are an evil assistant.")
     assert pos.question_id == 0 and pos.epoch == 1
+
+
+def test_collection_logs_are_found_by_any_name_of_their_model(collection_logs: Path, tiny_model_dir: Path) -> None:
+    """The logs say `pv/<folder>`; the folder itself, `hf/<folder>` and `<folder>/` name the same weights."""
+    for name in (f"pv/{tiny_model_dir}", str(tiny_model_dir), f"hf/{tiny_model_dir}", f"{tiny_model_dir}/"):
+        assert len(find_collection_logs(collection_logs, "evil", model=name)) == 2, name
+    with pytest.raises(LogError, match="for model pv/other"):
+        find_collection_logs(collection_logs, "evil", model="pv/other")
 
 
 def test_extract_from_log_dir(collection_logs: Path, tmp_path: Path) -> None:

@@ -343,20 +343,6 @@ class _Tee:
 # --- from logs ------------------------------------------------------------------------------------
 
 
-def _same_model(a: str, b: str) -> bool:
-    """Whether two model names load the same weights (`pv/smollm2`, `hf/<its folder>`, the folder itself)."""
-    from pv_harness import models
-    from pv_harness.errors import PvError
-
-    if a == b:
-        return True
-    try:
-        paths = [models.local_path(a), models.local_path(b)]
-    except PvError:  # an API model, or an alias not installed: only the same name is the same model
-        return False
-    return len({str(Path(p).resolve()) if Path(p).is_dir() else p for p in paths}) == 1
-
-
 def extract_from_logs(
     logs: Sequence[str] = (),
     *,
@@ -401,7 +387,7 @@ def extract_from_logs(
         if len(subjects) != 1:
             raise ValueError(f"the logs come from different models {sorted(subjects)}; pass --model")
         model = next(iter(subjects))
-    others = sorted(s for s in subjects if not _same_model(s, model))
+    others = sorted(s for s in subjects if not models.same_model(s, model))
     if others:
         log(f"warning: extracting with {model}, but the logs were written by {', '.join(others)}: a persona vector "
             "is meant to come from the model that wrote the answers (pass that model, or drop --model)")
