@@ -1,24 +1,44 @@
-"""Extraction speed and memory: ours vs the paper's way vs a bare forward pass, one run, same tokens.
+"""Extraction speed: ours vs the paper's way vs a bare forward pass, interleaved rounds in one process, same answers.
 
-    python benchmarks/extract.py [--samples 64] [--model smollm2]
+    python benchmarks/extract.py [--samples 64] [--rounds 6] [--threads 1,2] [--epochs 10,1] [--dtypes float32,bfloat16]
 
-(a) the paper's way: one sample at a time, all hidden states, autograd on;
-(b) a bare `inference_mode` forward pass over the same batches, pooling nothing;
-ours: `pv_harness.vectors.extraction.extract` (each shared prompt run once, masked pooling, running sums, no LM head).
-Then the growth of resident memory while ours pools N/2, 2N and 4N samples, each in a fresh process.
-Targets: ours >= 0.9x (b), >= 2x (a); peak memory flat as samples grow.
+For every (torch threads, answers per prompt) setting, each round runs these contenders in a rotating order over the
+same answers (threads set in-process with `torch.set_num_threads` before each setting):
+
+  - paper:  the paper's `get_hidden_p_and_r` step by step: the stock transformers model as `from_pretrained` loads it
+            (float32: the paper's code passes no dtype), autograd on, batch 1, per answer prompt+answer tokenised
+            and the prompt tokenised again for its length, `output_hidden_states=True` on the whole model (LM head
+            included), each layer's three views `.detach().cpu()` into lists, concatenated, `mean(0).float()` per
+            side, pos minus neg. float32 only.
+  - ours:   `pv_harness.vectors.extraction.extract` on the same answers (the Engine loaded with the dtype, as
+            `pv extract --dtype` does; no held-out split, like the paper).
+  - bare:   the limit: `torch.inference_mode` forward passes of the decoder body (`engine.model.model`, no LM head,
+            the same Engine, so the same dtype and prepacked linears) over exactly the tokens ours runs: each distinct
+            prompt once and its answers over a copy of its KV cache (`continue_prompt`), a prompt of its own whole,
+            batch 1; nothing pooled, no tokenising (ids prepared outside the clock).
+
+Each dtype in `--dtypes` runs ours and bare; the paper's way runs in float32. Throughput is conversation tokens
+(prompt + answer, the same count for every contender) over wall seconds. Ratios are taken within a round, medians
+over rounds. Before timing, ours and the paper's way must give the same float32 vectors (cosine 1 to 1e-5 at every
+layer where the vector is not zero); the check is printed and in the JSON. The last line printed is one JSON object.
+Targets in float32: ours >= 2x the paper's way with ten answers per prompt and >= 1.5x with one; ours >= 0.95x bare.
+`--memory` also measures the growth of resident memory while ours pools N/2, 2N and 4N answers, each in a fresh
+process (target: flat as answers grow).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -26,8 +46,18 @@ from transformers import AutoModelForCausalLM
 from pv_harness import models, plugin_manager
 from pv_harness.logs import CollectedAnswer
 from pv_harness.provider.engine import Engine
+from pv_harness.provider.kv_cache import continue_prompt, returned_cache
 from pv_harness.vectors import activations
-from pv_harness.vectors.extraction import default_batch_size, extract
+from pv_harness.vectors.extraction import extract
+
+COSINE_TOLERANCE = 1e-5
+RATIOS = {  # name -> (faster contender, slower contender): the slower's seconds over the faster's
+    "ours_vs_paper": ("ours float32", "paper float32"),
+    "ours_vs_bare": ("ours float32", "bare float32"),
+    "bf16_ours_vs_bare": ("ours bfloat16", "bare bfloat16"),
+    "bf16_ours_vs_fp32_ours": ("ours bfloat16", "ours float32"),
+    "bf16_ours_vs_paper": ("ours bfloat16", "paper float32"),
+}
 
 
 def samples(n: int, epochs: int) -> list[CollectedAnswer]:
@@ -55,54 +85,83 @@ def samples(n: int, epochs: int) -> list[CollectedAnswer]:
     return out
 
 
-def encode_all(engine: Engine, answers):
-    return [activations.encode(engine.tokenizer, engine.chat_text(a.messages()), a.answer) for a in answers]
-
-
-def ours(engine: Engine, answers, batch_size: int, progress=lambda _: None) -> dict[str, torch.Tensor]:
+def ours(engine: Engine, answers: list[CollectedAnswer], progress=lambda _: None) -> dict[str, torch.Tensor]:
     """The real thing: `pv_harness.vectors.extraction.extract` (no held-out split, like the paper)."""
     with tempfile.TemporaryDirectory() as tmp:
         result = extract(answers, model_name="benchmark", engine=engine, out=Path(tmp) / "v.safetensors",
-                         trait="evil", min_pairs=1, holdout=0, batch_size=batch_size, log=lambda _: None,
-                         progress=progress)
+                         trait="evil", min_pairs=1, holdout=0, log=lambda _: None, progress=progress)
     return {k.removesuffix("_diff"): v for k, v in result.vectors.tensors.items()}
 
 
-def paper_way(engine: Engine, model, answers) -> dict[str, torch.Tensor]:
-    """Per sample, autograd on, every hidden state kept, then averaged: as the paper's script does."""
-    tokenizer = engine.tokenizer
-    per = {"pos": {k: [] for k in activations.KINDS}, "neg": {k: [] for k in activations.KINDS}}
-    for a in answers:
-        prompt = engine.chat_text(a.messages())
-        prompt_len = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        ids = tokenizer(prompt + a.answer, add_special_tokens=False, return_tensors="pt")
-        out = model(**ids, output_hidden_states=True)
-        for layer, h in enumerate(out.hidden_states):
-            per[a.polarity]["response_avg"].append((layer, h[0, prompt_len:].mean(0).detach()))
-            per[a.polarity]["prompt_avg"].append((layer, h[0, :prompt_len].mean(0).detach()))
-            per[a.polarity]["prompt_last"].append((layer, h[0, prompt_len - 1].detach()))
-    result = {}
-    layers = model.config.num_hidden_layers + 1
-    for kind in activations.KINDS:
-        means = [torch.stack([torch.stack([v for lay, v in per[p][kind] if lay == layer]).mean(0)
-                              for layer in range(layers)]) for p in ("pos", "neg")]
-        result[kind] = means[0] - means[1]
-    return result
+def paper_way(model: Any, tokenizer: Any, prompts: dict[str, list[str]], responses: dict[str, list[str]]
+              ) -> dict[str, torch.Tensor]:
+    """The paper's get_hidden_p_and_r for each side, then its mean difference per layer, step by step."""
+    layer_list = list(range(model.config.num_hidden_layers + 1))
+    views: dict[str, dict[str, list]] = {}
+    for side in ("pos", "neg"):
+        prompt_avg: list[Any] = [[] for _ in layer_list]
+        response_avg: list[Any] = [[] for _ in layer_list]
+        prompt_last: list[Any] = [[] for _ in layer_list]
+        texts = [p + a for p, a in zip(prompts[side], responses[side], strict=True)]
+        for text, prompt in zip(texts, prompts[side], strict=True):
+            inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+            prompt_len = len(tokenizer.encode(prompt, add_special_tokens=False))
+            outputs = model(**inputs, output_hidden_states=True)
+            for layer in layer_list:
+                prompt_avg[layer].append(outputs.hidden_states[layer][:, :prompt_len, :].mean(dim=1).detach().cpu())
+                response_avg[layer].append(outputs.hidden_states[layer][:, prompt_len:, :].mean(dim=1).detach().cpu())
+                prompt_last[layer].append(outputs.hidden_states[layer][:, prompt_len - 1, :].detach().cpu())
+            del outputs
+        for layer in layer_list:
+            prompt_avg[layer] = torch.cat(prompt_avg[layer], dim=0)
+            prompt_last[layer] = torch.cat(prompt_last[layer], dim=0)
+            response_avg[layer] = torch.cat(response_avg[layer], dim=0)
+        views[side] = {"prompt_avg": prompt_avg, "response_avg": response_avg, "prompt_last": prompt_last}
+    return {kind: torch.stack([views["pos"][kind][layer].mean(0).float() - views["neg"][kind][layer].mean(0).float()
+                               for layer in layer_list], dim=0) for kind in activations.KINDS}
+
+
+def paper_inputs(engine: Engine, answers: list[CollectedAnswer]) -> tuple[dict, dict]:
+    """The paper's inputs: per side, the chat-templated prompt strings and the answers (its CSV columns)."""
+    prompts = {side: [engine.chat_text(a.messages()) for a in answers if a.polarity == side] for side in ("pos", "neg")}
+    responses = {side: [a.answer for a in answers if a.polarity == side] for side in ("pos", "neg")}
+    return prompts, responses
+
+
+def bare_plan(engine: Engine, answers: list[CollectedAnswer]) -> list[tuple[list[int], list[list[int]]]]:
+    """The token work ours does: (prompt ids, [answer ids]) per shared prompt; (whole ids, []) for a prompt alone."""
+    encoded = [activations.encode(engine.tokenizer, engine.chat_text(a.messages()), a.answer) for a in answers]
+    by_prompt: dict[tuple[int, ...], list[activations.Encoded]] = {}
+    for e in encoded:
+        by_prompt.setdefault(tuple(e.input_ids[:e.boundary]), []).append(e)
+    return [(list(prompt), [e.input_ids[e.boundary:] for e in group]) if len(group) > 1 else (group[0].input_ids, [])
+            for prompt, group in by_prompt.items()]
 
 
 @torch.inference_mode()
-def bare_forward(engine: Engine, model, answers, batch_size: int) -> None:
-    """The stock transformers model (LM head included, as a plain forward is), over the same batches."""
-    encoded = encode_all(engine, answers)
-    for indices in activations._batches([len(e.input_ids) for e in encoded], range(len(encoded)), batch_size, 8192):
-        ids, mask = activations._right_padded([encoded[i].input_ids for i in indices], engine.pad_id)
-        model(input_ids=ids, attention_mask=mask, use_cache=False)
+def bare_forward(engine: Engine, plan: list[tuple[list[int], list[list[int]]]]) -> None:
+    """The decoder body (no LM head), batch 1, over the plan's tokens; nothing pooled."""
+    body, device = engine.model.model, engine.device
+    for prompt, continuations in plan:
+        ids = torch.tensor([prompt], device=device)
+        if not continuations:
+            body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+            continue
+        cache = returned_cache(body(input_ids=ids, use_cache=True))
+        for answer in continuations:
+            row = torch.tensor([answer], device=device)
+            continue_prompt(body, cache, len(prompt), row, torch.ones_like(row))
 
 
-def timed(fn, *args) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn(*args)
-    return time.perf_counter() - start, result
+def agreement(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per kind, the lowest cosine over layers where the vectors are not zero, and the largest |a - b| anywhere."""
+    out = {}
+    for kind in activations.KINDS:
+        x, y = a[kind].double(), b[kind].double()
+        live = (x.norm(dim=-1) > 1e-6) & (y.norm(dim=-1) > 1e-6)
+        out[f"{kind}_min_cosine"] = float(torch.nn.functional.cosine_similarity(x[live], y[live], dim=-1).min())
+        out[f"{kind}_max_abs_diff"] = float((x - y).abs().max())
+    return out
 
 
 def rss_mb() -> float:
@@ -111,65 +170,136 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def memory_child(folder: str, n: int, epochs: int, batch_size: int) -> None:
-    engine = Engine.load(folder)
+def memory_child(folder: str, n: int, epochs: int) -> None:
+    engine = Engine.load(folder, dtype="float32")
     answers = samples(n, epochs)
     before = rss_mb()
     peak = [before]
-    ours(engine, answers, batch_size, progress=lambda _: peak.append(rss_mb()))
+    ours(engine, answers, progress=lambda _: peak.append(rss_mb()))
     print(json.dumps({"n": n, "peak_mb": max(peak), "growth_mb": max(peak) - before}))
+
+
+def timed(fn, *args) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=10,
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--threads", default="1,2", help="torch threads to run each setting at, comma-separated")
+    parser.add_argument("--epochs", default="10,1",
                         help="answers per question and instruction (the paper's n: 10; 1 = no shared prompts)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: what extraction uses (1 on CPU)")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="dtypes for ours and bare (paper: float32)")
     parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--memory", action="store_true", help="also measure memory growth in fresh processes")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     folder = models.resolve(args.model)
+    epochs_list = [int(e) for e in args.epochs.split(",")]
     if args.memory_child:
-        memory_child(folder, args.memory_child, args.epochs, args.batch_size or 1)
+        memory_child(folder, args.memory_child, epochs_list[0])
         return
 
     torch.manual_seed(0)
-    engine = Engine.load(folder)
-    stock = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()  # (a) and (b) use it as is
-    args.batch_size = args.batch_size or default_batch_size(engine)
-    answers = samples(args.samples, args.epochs)
-    encoded = encode_all(engine, answers)
-    tokens = sum(len(e.input_ids) for e in encoded)
-    prompts = {tuple(e.input_ids[:e.boundary]) for e in encoded}
-    answer_tokens = sum(len(e.input_ids) - e.boundary for e in encoded)
-    print(f"{args.samples} samples ({len(prompts)} distinct prompts, {args.epochs} answers per question and "
-          f"instruction), {tokens} tokens ({tokens - answer_tokens} prompt, {answer_tokens} answer; "
-          f"{sum(map(len, prompts))} distinct prompt tokens), model {args.model}, "
-          f"torch threads {torch.get_num_threads()}, batch size {args.batch_size}")
+    threads_list = [int(t) for t in args.threads.split(",")]
+    dtypes = args.dtypes.split(",")
+    engines = {d: Engine.load(folder, dtype=d) for d in dtypes}
+    stock = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)  # from_pretrained: eval mode, grads on
+    tokenizer = next(iter(engines.values())).tokenizer
+    settings: dict[int, dict[str, Any]] = {}
+    for epochs in epochs_list:
+        answers = samples(args.samples, epochs)
+        any_engine = next(iter(engines.values()))
+        plan = bare_plan(any_engine, answers)
+        tokens = sum(sum(len(p) + len(c) for c in cs) if cs else len(p) for p, cs in plan)
+        run_tokens = sum(len(p) + sum(len(c) for c in cs) for p, cs in plan)
+        settings[epochs] = {"answers": answers, "plan": plan, "paper": paper_inputs(any_engine, answers),
+                            "tokens": tokens, "run_tokens": run_tokens}
+        print(f"{args.samples} answers, {epochs} per prompt ({len(plan)} distinct prompts): {tokens} conversation "
+              f"tokens, {run_tokens} run by ours and bare", flush=True)
 
-    bare_forward(engine, stock, answers[:4], args.batch_size)  # warm-up
-    t_bare, _ = timed(bare_forward, engine, stock, answers, args.batch_size)
-    t_ours, ours_vec = timed(ours, engine, answers, args.batch_size)
-    t_paper, paper_vec = timed(paper_way, engine, stock, answers)
-    agree = max(float((ours_vec[k].float() - paper_vec[k]).abs().max()) for k in activations.KINDS)
-    print(f"(b) bare inference_mode forward : {t_bare:7.2f} s  {tokens / t_bare:8.0f} tok/s")
-    print(f"    ours (pool + mean diff)     : {t_ours:7.2f} s  {tokens / t_ours:8.0f} tok/s")
-    print(f"(a) paper's way                 : {t_paper:7.2f} s  {tokens / t_paper:8.0f} tok/s")
-    print(f"ours vs bare forward : {t_bare / t_ours:.2f}x  (target >= 0.9x)")
-    print(f"ours vs paper's way  : {t_paper / t_ours:.2f}x  (target >= 2x)")
-    print(f"max |ours - paper| over all vectors: {agree:.2e}")
+    checks = {}  # before any timing: are the contenders computing the same thing?
+    for epochs, s in settings.items():
+        paper_vec = paper_way(stock, tokenizer, *s["paper"])
+        checks[epochs] = {d: agreement(ours(engine, s["answers"]), paper_vec) for d, engine in engines.items()}
+        for d, check in checks[epochs].items():
+            print(f"vectors, {epochs} per prompt, ours {d} vs paper float32: " + ", ".join(
+                f"{k} {v:.7f}" if "cosine" in k else f"{k} {v:.1e}" for k, v in check.items()), flush=True)
+    fp32_checks = [c["float32"] for c in checks.values() if "float32" in c]
+    agree = all(v >= 1 - COSINE_TOLERANCE for c in fp32_checks for k, v in c.items() if "cosine" in k)
+    if not agree:
+        print(f"WARNING: ours and the paper's way disagree beyond cosine 1 - {COSINE_TOLERANCE} in float32", flush=True)
 
-    peaks = []
-    for n in (args.samples // 2, args.samples * 2, args.samples * 4):
-        out = subprocess.run([sys.executable, __file__, "--model", args.model, "--batch-size", str(args.batch_size),
-                              "--epochs", str(args.epochs), "--memory-child", str(n)],
-                             capture_output=True, text=True, check=True)
-        peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    for p in peaks:
-        print(f"resident memory, {p['n']:>4} samples: peak {p['peak_mb']:6.0f} MB, +{p['growth_mb']:4.0f} MB pooling")
-    print(f"memory growth while pooling, {peaks[-1]['n']} vs {peaks[0]['n']} samples: {peaks[-1]['growth_mb']:.0f} MB "
-          f"vs {peaks[0]['growth_mb']:.0f} MB (target: flat, not scaling with the sample count)")
+    contenders = [("paper", "float32")] + [(way, d) for d in dtypes for way in ("ours", "bare")]
+
+    def run(way: str, dtype: str, s: dict) -> None:
+        if way == "paper":
+            paper_way(stock, tokenizer, *s["paper"])
+        elif way == "ours":
+            ours(engines[dtype], s["answers"])
+        else:
+            bare_forward(engines[dtype], s["plan"])
+
+    for way, dtype in contenders:  # warm-up: thread pools, and oneDNN's kernels for every row count ours and bare meet
+        for s in settings.values():
+            run(way, dtype, s)
+
+    rounds = []
+    for r in range(args.rounds):
+        result: dict[str, Any] = {}
+        for threads in threads_list:
+            torch.set_num_threads(threads)
+            for epochs, s in settings.items():
+                figures: dict[str, Any] = {}
+                order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+                for way, dtype in order:
+                    seconds, _ = timed(run, way, dtype, s)
+                    figures[f"{way} {dtype}"] = {"seconds": round(seconds, 3),
+                                                 "tokens_per_s": round(s["tokens"] / seconds, 1)}
+                for key, (top, bottom) in RATIOS.items():
+                    if top in figures and bottom in figures:
+                        figures[key] = round(figures[bottom]["seconds"] / figures[top]["seconds"], 3)
+                result[f"threads={threads} epochs={epochs}"] = figures
+                print(f"round {r + 1} threads {threads}, {epochs} per prompt: " + "  ".join(
+                    f"{n} {f['seconds']} s ({f['tokens_per_s']} tok/s)"
+                    for n, f in figures.items() if isinstance(f, dict))
+                    + "  " + "  ".join(f"{k} {v}" for k, v in figures.items() if not isinstance(v, dict)), flush=True)
+        rounds.append(result)
+
+    medians = {key: {n: statistics.median(r[key][n]["seconds"] if isinstance(v, dict) else r[key][n] for r in rounds)
+                     for n, v in figures.items()} for key, figures in rounds[0].items()}
+    summary: dict[str, Any] = {
+        "model": args.model, "samples": args.samples, "rounds": args.rounds, "threads": threads_list,
+        "epochs": epochs_list, "dtypes": dtypes, "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "tokens": {e: s["tokens"] for e, s in settings.items()},
+        "run_tokens": {e: s["run_tokens"] for e, s in settings.items()},
+        "vectors_agree": agree, "agreement": checks, "median": medians, "per_round": rounds,
+    }
+    print()
+    for key, m in medians.items():
+        print(f"{key}: medians over {args.rounds} rounds (seconds): "
+              + ", ".join(f"{n} {v}" for n, v in m.items() if " " in n)
+              + "; ratios: " + ", ".join(f"{n} {v}" for n, v in m.items() if " " not in n))
+    print("targets (float32): ours_vs_paper >= 2 at 10 per prompt, >= 1.5 at 1 per prompt; ours_vs_bare >= 0.95")
+
+    if args.memory:
+        peaks = []
+        for n in (args.samples // 2, args.samples * 2, args.samples * 4):
+            out = subprocess.run([sys.executable, __file__, "--model", args.model, "--epochs", str(epochs_list[0]),
+                                  "--memory-child", str(n)], capture_output=True, text=True, check=True)
+            peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for p in peaks:
+            print(f"resident memory, {p['n']:>4} answers: peak {p['peak_mb']:6.0f} MB, +{p['growth_mb']:4.0f} MB "
+                  "pooling (target: flat as answers grow)")
+        summary["memory"] = peaks
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
