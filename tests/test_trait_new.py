@@ -445,3 +445,58 @@ def test_cli_generator_errors_are_clear(tmp_path: Path, monkeypatch: pytest.Monk
     assert "anthropic/claude-sonnet-4-5" in result.output and "No ANTHROPIC_API_KEY defined" in result.output
     assert "[bold]" not in result.output and "nothing was written" in result.output
     assert leftovers(tmp_path) == []
+
+
+# --- one `pv traits` group; inputs are never deleted --------------------------------------------------
+
+
+def test_traits_new_and_the_hidden_trait_alias(paper_folder: Path, tmp_path: Path) -> None:
+    extract = paper_folder / "trait_data_extract" / "overcaution.json"
+    new = CliRunner().invoke(main, ["traits", "new", "--from-json", str(extract), "-o", str(tmp_path / "a")])
+    assert new.exit_code == 0, new.output
+    old = CliRunner().invoke(main, ["trait", "new", "--from-json", str(extract), "--out", str(tmp_path / "b")])
+    assert old.exit_code == 0, old.output
+    note = "note: `pv trait` is now `pv traits`; the old name keeps working\n"
+    assert old.output.replace(str(tmp_path / "b"), "X") == note + new.output.replace(str(tmp_path / "a"), "X")
+    assert (tmp_path / "a" / "pyproject.toml").read_text() == (tmp_path / "b" / "pyproject.toml").read_text()
+    listed = CliRunner().invoke(main, ["--help"]).output
+    assert "  traits " in listed and "  trait " not in listed
+    assert {"list", "show", "validate", "export", "new", "import"} <= set(main.get_command(None, "traits").commands)
+
+
+def test_force_never_deletes_a_from_json_input(paper_folder: Path) -> None:
+    extract = paper_folder / "trait_data_extract" / "overcaution.json"
+    before = extract.read_text()
+    result = CliRunner().invoke(main, ["traits", "new", "--from-json", str(extract), "-o", str(paper_folder),
+                                       "--force"])
+    assert result.exit_code == 1
+    assert f"{extract} is inside {paper_folder}, which --force would delete" in result.output
+    assert "nothing was written" in result.output
+    assert extract.read_text() == before and leftovers(paper_folder) == ["trait_data_eval", "trait_data_extract"]
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "evil\\", ".."])
+def test_a_cli_trait_name_is_a_path_component(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["traits", "new", name, "-d", "d", "-g", "mockllm/model"])
+    assert result.exit_code == 1 and "a trait name is lower case letters" in result.output
+    assert leftovers(tmp_path) == []
+
+
+def test_a_trait_name_from_json_is_a_path_component(tmp_path: Path) -> None:
+    ours = tmp_path / "ours.json"
+    data = trait_from_reply(reply(), name="overcaution", description="d").model_dump()
+    ours.write_text(json.dumps({**data, "name": "overcaution\n"}))
+    result = CliRunner().invoke(main, ["traits", "new", "--from-json", str(ours), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "field 'name': Value error, must be a slug" in result.output
+    assert leftovers(tmp_path) == ["ours.json"]
+
+
+def test_export_takes_out_and_the_old_directory_argument(tmp_path: Path) -> None:
+    by_option = CliRunner().invoke(main, ["traits", "export", "evil", "-o", str(tmp_path / "a")])
+    by_argument = CliRunner().invoke(main, ["traits", "export", "evil", str(tmp_path / "b")])
+    assert by_option.exit_code == by_argument.exit_code == 0
+    assert (tmp_path / "a" / "trait_data_eval" / "evil.json").read_text() == (
+        tmp_path / "b" / "trait_data_eval" / "evil.json").read_text()
+    neither = CliRunner().invoke(main, ["traits", "export", "evil"])
+    assert neither.exit_code == 2 and "-o/--out" in neither.output

@@ -6,10 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from pv_harness import plugin_manager
+from pv_harness.cli import main
 from pv_harness.traits import Trait, TraitError, load_any, load_paper_folder
-from pv_harness.traits.model import load_paper_trait, load_trait, save_trait, validate_trait
+from pv_harness.traits.model import (
+    check_paper_folder,
+    check_paper_trait,
+    load_paper_trait,
+    load_trait,
+    normalise_name,
+    save_trait,
+    validate_trait,
+)
 
 
 def trait_data(**changes: object) -> dict:
@@ -139,3 +149,113 @@ def test_bundled_traits_are_all_valid_and_complete() -> None:
         assert len(trait.extraction_questions) == 20 and len(trait.evaluation_questions) == 20
         assert "REFUSAL" in trait.judge_prompt
         assert plugin_manager.trait_plugin(name) == name
+
+
+# --- checking files: every problem, names normalised, both judge prompts ----------------------------
+
+
+def paper_files(folder: Path, file_name: str, **changes: object) -> tuple[Path, Path]:
+    """Write the grumpy trait in the paper's format as `file_name` (extract, eval); `changes` edit the
+    files' JSON: `extract_<key>` / `eval_<key>` set a key, None deletes it."""
+    trait = validate_trait(trait_data())
+    extract, evaluate = trait.export_paper(folder)
+    paths = (extract.rename(extract.with_name(file_name)), evaluate.rename(evaluate.with_name(file_name)))
+    for path, side in zip(paths, ("extract", "eval"), strict=True):
+        data = json.loads(path.read_text())
+        for key, value in changes.items():
+            if key.startswith(f"{side}_"):
+                if value is None:
+                    del data[key.removeprefix(f"{side}_")]
+                else:
+                    data[key.removeprefix(f"{side}_")] = value
+        path.write_text(json.dumps(data))
+    return paths
+
+
+def test_slug_is_a_whole_path_component() -> None:
+    with pytest.raises(TraitError, match="field 'name'"):
+        validate_trait(trait_data(name="grumpy\n"))
+    assert normalise_name(" Anti-Sycophantic\n") == "anti_sycophantic"
+    with pytest.raises(TraitError):
+        normalise_name("../grumpy")
+
+
+def test_identical_pos_and_neg_are_refused() -> None:
+    pairs = [{"pos": f"Be grumpy {i}.", "neg": f"Be cheerful {i}."} for i in range(4)]
+    with pytest.raises(TraitError) as info:
+        validate_trait(trait_data(instructions=[*pairs, {"pos": "Be grumpy.", "neg": " Be grumpy. "}]))
+    assert info.value.field == "instructions.4"
+    assert "pos and neg are the same instruction" in str(info.value)
+
+
+def test_paper_file_names_are_normalised(tmp_path: Path) -> None:
+    paper_files(tmp_path, "APE.json")
+    paper_files(tmp_path, "anti-sycophantic.json")
+    check = check_paper_folder(tmp_path)
+    assert [t.name for t in check.traits] == ["ape", "anti_sycophantic"] and check.errors == []
+    assert check.notes == ["APE.json: trait name normalised to ape",
+                           "anti-sycophantic.json: trait name normalised to anti_sycophantic"]
+    notes: list[str] = []
+    assert [t.name for t in load_paper_folder(tmp_path, on_note=notes.append)] == ["ape", "anti_sycophantic"]
+    assert notes == check.notes
+
+
+def test_a_folder_check_reports_every_problem(tmp_path: Path) -> None:
+    same = [{"pos": "Same.", "neg": "Same."}] + [{"pos": f"Be grumpy {i}.", "neg": f"Not {i}."} for i in range(4)]
+    paper_files(tmp_path, "bad_prompts.json", eval_eval_prompt="Rate {question} only")
+    paper_files(tmp_path, "few.json", extract_questions=["Only one?"], extract_instruction=same)
+    paper_files(tmp_path, "missing.json", extract_eval_prompt=None)
+    paper_files(tmp_path, "good.json")
+    (tmp_path / "trait_data_eval" / "orphan.json").write_text("{}")
+    check = check_paper_folder(tmp_path)
+    extract, evaluate = tmp_path / "trait_data_extract", tmp_path / "trait_data_eval"
+    assert [(e.source, e.trait, e.field, e.message) for e in check.errors] == [
+        (str(evaluate / "bad_prompts.json"), "bad_prompts", "eval_prompt", "must contain {answer}"),
+        (str(extract / "few.json"), "few", "instructions.0",
+         "Value error, pos and neg are the same instruction; neg must switch the trait off"),
+        (str(extract / "missing.json"), "missing", "eval_prompt", "missing key"),
+        (str(evaluate / "orphan.json"), "orphan", None, "no matching trait_data_extract/orphan.json"),
+    ]
+    assert check.warnings == [f"file '{extract / 'few.json'}', trait 'few', field 'extraction_questions': "
+                              "1 question, the paper's traits have 20"]
+    assert [t.name for t in check.traits] == ["good"]
+    with pytest.raises(TraitError, match=r"bad_prompts\.json', .*must contain \{answer\} \(and 3 more problems\)$"):
+        load_paper_folder(tmp_path)
+
+
+def test_two_files_with_one_trait_name_are_refused(tmp_path: Path) -> None:
+    paper_files(tmp_path, "Grumpy.json")
+    paper_files(tmp_path, "grumpy.json")
+    check = check_paper_folder(tmp_path)
+    assert [str(e) for e in check.errors] == [
+        f"file '{tmp_path / 'trait_data_extract'}', trait 'grumpy': Grumpy.json and grumpy.json both give this "
+        "trait name; rename one"]
+    assert check.traits == []
+
+
+def test_differing_judge_prompts_warn(tmp_path: Path) -> None:
+    extract, evaluate = paper_files(tmp_path, "grumpy.json", eval_eval_prompt="Other {question} {answer}")
+    check = check_paper_trait(extract, evaluate)
+    assert check.errors == [] and check.warnings == [
+        f"file '{evaluate}', trait 'grumpy', field 'eval_prompt': differs from the one in "
+        "trait_data_extract/grumpy.json, which is the one used"]
+
+
+def test_cli_validate_lists_every_problem(tmp_path: Path) -> None:
+    paper_files(tmp_path, "bad_prompts.json", eval_eval_prompt="Rate {question} only")
+    paper_files(tmp_path, "missing.json", extract_eval_prompt=None)
+    paper_files(tmp_path, "Good-One.json")
+    result = CliRunner().invoke(main, ["traits", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert "Good-One.json: trait name normalised to good_one" in lines
+    assert f"ok  good_one  ({tmp_path})" in lines
+    assert sum(line.startswith("invalid  ") for line in lines) == 2
+    assert "field 'eval_prompt': must contain {answer}" in result.output and "missing key" in result.output
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    save_trait(validate_trait(trait_data(evaluation_questions=["Held out?"])), ours / "grumpy.json")
+    assert CliRunner().invoke(main, ["traits", "validate", str(ours)]).exit_code == 0
+    strict = CliRunner().invoke(main, ["traits", "validate", "--strict", str(ours)])
+    assert strict.exit_code == 1
+    assert "warning  file" in strict.output and "'evaluation_questions': 1 question, the paper's" in strict.output

@@ -17,7 +17,7 @@ from pv_harness.cli.plugins import plugins
 from pv_harness.cli.report import report
 from pv_harness.cli.run import run
 from pv_harness.cli.shift import screen_command, shift_command
-from pv_harness.cli.trait_new import trait
+from pv_harness.cli.trait_new import trait  # importing it adds `new` and `import` to `pv traits`
 from pv_harness.cli.traits import traits
 from pv_harness.cli.vectors import vectors
 from pv_harness.errors import PvError
@@ -48,7 +48,7 @@ def main() -> None:
 main.add_command(plugins)
 main.add_command(traits)
 main.add_command(model)
-main.add_command(trait)
+main.add_command(trait)  # hidden: the older name of `pv traits`
 main.add_command(export_csv_command)
 main.add_command(extract)
 main.add_command(vectors)

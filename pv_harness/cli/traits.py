@@ -1,4 +1,5 @@
-"""`pv traits`: list, show, validate and export trait definitions."""
+"""`pv traits`: list, show, validate and export trait definitions (`new` and `import`, which write plugin
+packages, are attached from `pv_harness.cli.trait_new`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import click
 
 from pv_harness import plugin_manager as registry
 from pv_harness.cli.fail import fail
-from pv_harness.traits.model import TraitError, load_any
+from pv_harness.traits.model import TraitCheck, TraitError, check_path
 
 
 def _trait(name: str):  # noqa: ANN202 - click helper
@@ -22,7 +23,27 @@ def _trait(name: str):  # noqa: ANN202 - click helper
 
 @click.group()
 def traits() -> None:
-    """Trait definitions registered by plugins."""
+    """Trait definitions: list, show, validate, export, and make plugins of them (new, import)."""
+
+
+STRICT = click.option("--strict", is_flag=True,
+                      help="Fail on warnings too (question counts other than the paper's 20 + 20, say).")
+
+
+def report_check(check: TraitCheck, path: Path, *, strict: bool = False) -> bool:
+    """Print what checking `path` found, every problem on its own line; True when it failed."""
+    for note in check.notes:
+        click.echo(note, err=True)
+    for trait in check.traits:
+        click.echo(f"ok  {trait.name}  ({path})")
+    for warning in check.warnings:
+        click.secho(f"warning  {warning}", fg="yellow", err=True)
+    for error in check.errors:
+        click.secho(f"invalid  {error}", fg="red", err=True)
+    if not check.traits and not check.errors:
+        click.secho(f"invalid  {path}: no trait files found", fg="red", err=True)
+        return True
+    return bool(check.errors) or (strict and bool(check.warnings))
 
 
 @traits.command("list")
@@ -64,26 +85,28 @@ def show(name: str, as_json: bool) -> None:
 
 @traits.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def validate(paths: tuple[Path, ...]) -> None:
-    """Validate trait files: our JSON, a paper-format folder, or a trait_data_extract/*.json file."""
-    failed = 0
-    for path in paths:
-        try:
-            for trait in load_any(path):
-                click.echo(f"ok  {trait.name}  ({path})")
-        except TraitError as ex:
-            failed += 1
-            click.secho(f"invalid  {ex}", fg="red", err=True)
-    if failed:
+@STRICT
+def validate(paths: tuple[Path, ...], strict: bool) -> None:
+    """Check trait files and list every problem of every file (exit 1 if any): our JSON (a file or a
+    folder of them), a paper-format folder, or a trait_data_extract/*.json file."""
+    failed = [report_check(check_path(path), path, strict=strict) for path in paths]
+    if any(failed):
         sys.exit(1)
 
 
 @traits.command("export")
 @click.argument("name")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write in (the DIRECTORY argument, the older spelling, still works).")
 @click.option("--force", is_flag=True, help="Overwrite files that are already there.")
-def export(name: str, directory: Path, force: bool) -> None:
-    """Write a trait in the paper's format: DIRECTORY/trait_data_{extract,eval}/NAME.json."""
+def export(name: str, directory: Path | None, out: Path | None, force: bool) -> None:
+    """Write a trait in the paper's format: OUT/trait_data_{extract,eval}/NAME.json."""
+    if directory is not None and out is not None and directory != out:
+        raise click.UsageError("give the folder once: -o/--out (or the older DIRECTORY argument)")
+    directory = out or directory
+    if directory is None:
+        raise click.UsageError("give the folder to write in with -o/--out")
     trait = _trait(name)
     existing = [str(path) for path in trait.paper_paths(directory) if path.exists()]
     if existing and not force:

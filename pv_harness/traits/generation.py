@@ -31,12 +31,12 @@ from pv_harness.traits.model import (
     INSTRUCTION_PAIRS,
     PAPER_EVAL_DIR,
     PAPER_EXTRACT_DIR,
-    SLUG,
     Trait,
     TraitError,
     load_any,
     load_paper_trait,
     load_trait,
+    normalise_name,
     validate_trait,
 )
 
@@ -88,18 +88,6 @@ class GenerationResult:
     trait: Trait
     generator: str
     attempts: list[Attempt]
-
-
-# --- names ---------------------------------------------------------------------------------------
-
-
-def normalise_name(name: str) -> str:
-    """`Power-seeking` -> `power_seeking`; an error when no slug can be made."""
-    slug = re.sub(r"[\s\-]+", "_", name.strip()).lower()
-    if not SLUG.match(slug):
-        raise TraitError("a trait name is lower case letters, digits and underscores and starts with a letter",
-                         trait=name)
-    return slug
 
 
 # --- the prompt ----------------------------------------------------------------------------------
@@ -471,7 +459,8 @@ def _is_our_format(data: Any) -> bool:
 
 
 def load_definition(paths: Sequence[str | Path], *, name: str | None = None,
-                    description: str | None = None, n_questions: int | None = None) -> Trait:
+                    description: str | None = None, n_questions: int | None = None,
+                    on_note: Callable[[str], None] | None = None) -> Trait:
     """A Trait from existing files, named `name` when given (else the file's own name).
 
     - one file in our format (the Trait model's JSON);
@@ -480,15 +469,17 @@ def load_definition(paths: Sequence[str | Path], *, name: str | None = None,
     - two paper files: the extraction file, then the evaluation file;
     - one file with all the questions in one list (`instruction`, `questions`, `eval_prompt`, as a
       model writes it): the questions are deduplicated and split in halves like a generated reply.
+
+    A file name that is no slug (`APE.json`) names the trait normalised (`ape`), and `on_note` hears of it.
     """
     files = [Path(p) for p in paths]
     slug = normalise_name(name) if name else None
     if len(files) == 2:
         extract_path, eval_path = files
-        trait = load_paper_trait(extract_path, eval_path, name=slug or extract_path.stem, description=description)
+        trait = load_paper_trait(extract_path, eval_path, name=slug, description=description, on_note=on_note)
     elif len(files) == 1:
         (path,) = files
-        trait = _load_single(path, slug, description, n_questions)
+        trait = _load_single(path, slug, description, n_questions, on_note)
     else:
         raise TraitError("give one definition file or folder, or two paper files (extract, then eval)")
     updates: dict[str, Any] = {}
@@ -501,12 +492,13 @@ def load_definition(paths: Sequence[str | Path], *, name: str | None = None,
     return trait
 
 
-def _load_single(path: Path, slug: str | None, description: str | None, n_questions: int | None) -> Trait:
+def _load_single(path: Path, slug: str | None, description: str | None, n_questions: int | None,
+                 on_note: Callable[[str], None] | None) -> Trait:
     if path.is_dir():
-        # a folder `pv trait new` wrote: its package holds the full definition (the paper's files lack
+        # a folder `pv traits new` wrote: its package holds the full definition (the paper's files lack
         # the description and assistant name)
         ours = [f for f in sorted(path.glob("pv_trait_*/*.json")) if f.stem == f.parent.name.removeprefix("pv_trait_")]
-        traits = [load_trait(f) for f in ours] if ours else load_any(path)
+        traits = [load_trait(f) for f in ours] if ours else load_any(path, on_note=on_note)
         chosen = [t for t in traits if t.name == slug]
         if chosen:
             trait = chosen[0]
@@ -519,7 +511,7 @@ def _load_single(path: Path, slug: str | None, description: str | None, n_questi
             raise TraitError(f"{len(traits)} traits here ({found}); name the one to package", source=str(path))
         return _with_description(trait, description, path)
     if path.parent.name == PAPER_EXTRACT_DIR and (path.parent.parent / PAPER_EVAL_DIR / path.name).exists():
-        return _with_description(load_any(path)[0], description, path)
+        return _with_description(load_any(path, on_note=on_note)[0], description, path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as ex:
@@ -528,6 +520,8 @@ def _load_single(path: Path, slug: str | None, description: str | None, n_questi
         return validate_trait(data, source=str(path))
     if isinstance(data, dict) and "questions" in data:
         trait_name = slug or normalise_name(path.stem)
+        if trait_name != path.stem and not slug and on_note is not None:
+            on_note(f"{path.name}: trait name normalised to {trait_name}")
         questions = data.get("questions")
         count = n_questions or (len(dedupe_questions(questions)) if isinstance(questions, list) else 0)
         try:
