@@ -77,6 +77,7 @@ class RunConfig:
     filter: str = "paired"
     min_pairs: int = 3
     holdout: float = 0.2  # share of the extraction questions held out for the AUROCs
+    extract_dtype: str | None = None  # the extraction model's dtype; None = float32 (the paper's vectors)
     layers: list[int] | None = None  # default: three layers spread over the middle of the model
     coefs: list[float] = field(default_factory=lambda: [-2.0, 0.0, 1.0, 2.0])
     sweep_questions: int = 10
@@ -235,7 +236,7 @@ def validate(cfg: RunConfig) -> int:
 STEP_OPTIONS = (
     (("logs/collect",), ("model", "grader", "n", "limit", "max_tokens", "temperature", "judge_mode", "likelihood_pairs",
                       "judge_min_mass", "seed", "model_args")),
-    (("vectors",), ("threshold", "coherence", "filter", "min_pairs", "holdout")),
+    (("vectors",), ("threshold", "coherence", "filter", "min_pairs", "holdout", "extract_dtype")),
     (("logs/sweep", "vectors/*.layer.json"), ("layers", "coefs", "sweep_questions", "sweep_n")),
     (("logs/monitor",), ("coherence_floor", "monitor_questions")),
 )
@@ -339,6 +340,7 @@ def _run(cfg: RunConfig, out: Path, num_layers: int, log: Callable[[str], None],
     else:
         log("[2/5] extracting persona vectors")
         extract_from_logs(sources, model=cfg.model, out=vector, device=cfg.model_args.get("device"),
+                          dtype=cfg.extract_dtype or "float32",
                           threshold=cfg.threshold, coherence=cfg.coherence_threshold, mode=cfg.filter,
                           min_pairs=cfg.min_pairs, holdout=cfg.holdout, log=log)
     pages["extraction"] = vector.with_suffix(".report.html")

@@ -45,6 +45,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _float32_engines():
+    """The engine's CPU default is bfloat16 on processors that do it natively; tests compare with float32
+    references (exactly), so they run float32 unless they ask for bfloat16 (tests/test_provider_bf16.py)."""
+    from pv_harness.provider.cpu import DTYPE_ENV
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv(DTYPE_ENV, "float32")
+    yield
+    patch.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _test_logs_stay_out_of_the_users_log_dir(tmp_path_factory: pytest.TempPathFactory):
     """Evals that name no log dir write to INSPECT_LOG_DIR: point it at a temporary folder, not ./logs."""
     patch = pytest.MonkeyPatch()

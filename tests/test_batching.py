@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pv_harness.provider.batching import Batcher
+from pv_harness.provider.batching import Batcher, Feed
 
 from .batching_events import QuietQueue
 
@@ -60,3 +60,59 @@ def test_the_batcher_waits_patiently_for_the_callers_it_just_answered() -> None:
     assert batcher.batch_sizes == [4, 4, 4]
     # first wave: the quiet gap after each arrival; later waves: patience until the 4 answered callers are back
     assert requests.waits == [GAP] * 4 + [PATIENCE, PATIENCE, PATIENCE, GAP] * 2
+
+
+def test_a_continuous_batch_takes_waiting_requests_and_answers_each_as_it_ends() -> None:
+    """Six requests, two slots: one batch serves them all, each polled request numbered in arrival order."""
+    requests = QuietQueue(quiet_after=[6])
+    polled: list[list[tuple[int, int]]] = []
+
+    def run(items: list[int], feed: Feed[int, int]) -> None:
+        slots = list(enumerate(items))
+        answered = 0
+        while answered < 6:  # the others may still be arriving: a real batch would be decoding meanwhile
+            if slots:
+                k, item = slots.pop(0)
+                feed.finish(k, ValueError("odd") if item == 13 else item * 10)
+                answered += 1
+            got = feed.poll(2 - len(slots))
+            if got:
+                polled.append(got)
+            slots += got
+
+    batcher: Batcher[int, int] = Batcher(run, max_batch=2, gap=GAP, patience=PATIENCE, clock=requests.clock,
+                                         requests=requests, continuous=True)
+
+    async def main() -> list[int | BaseException]:
+        return await asyncio.gather(*[batcher.submit(i) for i in (1, 2, 3, 13, 5, 6)], return_exceptions=True)
+
+    results = asyncio.run(main())
+    batcher.close()
+    assert results[:3] == [10, 20, 30] and results[4:] == [50, 60]
+    assert isinstance(results[3], ValueError) and str(results[3]) == "odd"
+    assert batcher.batch_sizes == [2]  # the first two started the batch; the other four joined it
+    assert [k for got in polled for k, _ in got] == [2, 3, 4, 5]
+    assert [item for got in polled for _, item in got] == [3, 13, 5, 6]
+
+
+def test_a_continuous_batch_that_fails_or_forgets_a_request_fails_it_clearly() -> None:
+    def fail(items: list[int], feed: Feed[int, int]) -> None:
+        feed.finish(0, 1)
+        raise RuntimeError("the model broke")
+
+    def forget(items: list[int], feed: Feed[int, int]) -> None:
+        feed.finish(1, 2)
+
+    for run, message in [(fail, "the model broke"), (forget, "test-batcher: the batch ended without answering")]:
+        requests = QuietQueue(quiet_after=[2])
+        batcher: Batcher[int, int] = Batcher(run, max_batch=2, clock=requests.clock, requests=requests,
+                                             continuous=True, name="test-batcher")
+
+        async def main(batcher: Batcher[int, int]) -> list[int | BaseException]:
+            return await asyncio.gather(*[batcher.submit(i) for i in (1, 2)], return_exceptions=True)
+
+        first, second = asyncio.run(main(batcher))
+        batcher.close()
+        answered, lost = (first, second) if run is fail else (second, first)
+        assert answered == (1 if run is fail else 2)
+        assert isinstance(lost, RuntimeError) and str(lost).startswith(message)

@@ -262,3 +262,17 @@ def test_no_heldout_questions_no_auroc(engine: Engine, tmp_path: Path) -> None:
     result = extract(answers, model_name="tiny", engine=engine, out=tmp_path / "v.safetensors",
                      trait="grumpy", min_pairs=1, holdout=0, log=lambda _: None)
     assert not any(key.startswith("heldout") for row in result.diagnostics for key in row)
+
+
+def test_vector_files_record_the_model_dtype_and_stay_float32(tiny_model_dir: Path, engine: Engine,
+                                                              tmp_path: Path) -> None:
+    """A bf16 forward pass is averaged in float32; the file says which dtype the model ran in."""
+    answers = [answer(p, q) for p in ("pos", "neg") for q in range(3)]
+    bf16 = Engine.load(tiny_model_dir, device="cpu", dtype="bfloat16")
+    for eng, dtype in ((engine, "float32"), (bf16, "bfloat16")):
+        out = tmp_path / f"{dtype}.safetensors"
+        extract(answers, model_name="tiny", engine=eng, out=out, trait="grumpy", min_pairs=1, holdout=0,
+                log=lambda _: None)
+        back = read_vectors(out)
+        assert back.metadata["dtype"] == dtype
+        assert {t.dtype for t in back.tensors.values()} == {torch.float32}

@@ -77,6 +77,8 @@ DISPLAY_TYPES = ("full", "conversation", "rich", "plain", "log", "none")  # insp
               "(the paper's rule).")
 @click.option("--seed", type=int, default=None, help="Run seed: each sample gets its own seed from it "
               "(reproducible runs).")
+@click.option("--extract-dtype", type=click.Choice(["float32", "bfloat16"]), default=None,
+              help="Model dtype for extraction (default: float32, as the paper's vectors; generation: -M dtype).")
 @click.option("-M", "model_args", multiple=True, callback=_model_args, metavar="KEY=VALUE",
               help="Model args for the pv/ model (repeatable), e.g. -M device=cuda -M dtype=bfloat16.")
 @click.option("--display", type=click.Choice(DISPLAY_TYPES), default=None, help="inspect's display type.")
@@ -90,8 +92,8 @@ def run(trait: str, model: str, grader: str | None, n: int, limit: int, max_toke
         coherence: float | None, filter_mode: str, min_pairs: int, holdout: float, layers: list[int] | None,
         coefs: list[float], sweep_questions: int, sweep_n: int, coherence_floor: float | None,
         monitor_questions: int | None, judge_mode: str | None, likelihood_pairs: int | None, judge_min_mass: float,
-        seed: int | None, model_args: dict[str, Any], display: str | None, cache: bool, fresh: bool,
-        redo_changed: bool) -> None:
+        seed: int | None, extract_dtype: str | None, model_args: dict[str, Any], display: str | None, cache: bool,
+        fresh: bool, redo_changed: bool) -> None:
     """Find and use the persona vector of TRAIT on a model, end to end (resumes if interrupted).
 
     Writes, under OUT/TRAIT-MODEL: report.html (what was found), results.json, sweep.csv, monitor.csv, the
@@ -106,7 +108,8 @@ def run(trait: str, model: str, grader: str | None, n: int, limit: int, max_toke
                     holdout=holdout, layers=layers, coefs=coefs, sweep_questions=sweep_questions, sweep_n=sweep_n,
                     coherence_floor=coherence_floor, monitor_questions=monitor_questions, judge_mode=judge_mode,
                     likelihood_pairs=likelihood_pairs, judge_min_mass=judge_min_mass, seed=seed,
-                    model_args=model_args, display=cast("DisplayType | None", display), cache=cache)
+                    extract_dtype=extract_dtype, model_args=model_args, display=cast("DisplayType | None", display),
+                    cache=cache)
     try:
         result = run_pipeline(cfg, log=lambda msg: click.echo(msg, err=True), fresh=fresh,
                               redo_changed=redo_changed)

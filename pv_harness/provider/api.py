@@ -3,7 +3,9 @@
     inspect eval task.py --model pv/smollm2            # the embedded default model (an alias)
     inspect eval task.py --model pv/path/to/folder -M device=cpu -M dtype=float32 -M max_batch=16
         (also -M threads=N: torch CPU threads, process-wide; -M prepack=false: plain CPU linear layers;
-         other -M args go to from_pretrained)
+         -M batching=static: no continuous batching, see below; other -M args go to from_pretrained)
+    The default dtype on CPU is bfloat16 where the processor does bf16 natively, else float32
+    (`PV_CPU_DTYPE=float32` keeps float32); every model call in the log records the resolved `dtype` and `device`.
     inspect eval task.py --model pv/Qwen/Qwen2.5-7B-Instruct   # a hub id (hub or local HF cache)
 
 Per-request options travel in `GenerateConfig.extra_body["pv"]`, so they are logged and are part of
@@ -40,12 +42,18 @@ changes nothing (every request samples with its own generator). Outside a sample
 model call records both (`seed`, `run_seed`).
 
 One load per model per process: every `pv/` model with the same load arguments (model, device, dtype,
-prepack, from_pretrained args; not max_batch or threads) uses one shared `Engine` (`Engine.load`), and so
-do extraction, `pv monitor`, `pv shift` and every step of `pv run` / `pv experiment`. inspect makes several
-model instances per eval (`--model`, a grader role naming the same model, model-info lookups); after the
-first, each costs nothing. Models on one engine with the same max_batch share one batcher, so subject
-and grader requests batch together, and the engine runs one batch at a time. `close()` stops a batcher
-only when its last model closes, and leaves the engine loaded (`Engine.release` forgets it).
+prepack, from_pretrained args; not max_batch, batching or threads) uses one shared `Engine` (`Engine.load`),
+and so do extraction, `pv monitor`, `pv shift` and every step of `pv run` / `pv experiment`. inspect makes
+several model instances per eval (`--model`, a grader role naming the same model, model-info lookups); after
+the first, each costs nothing. Models on one engine with the same max_batch and batching share one batcher,
+so subject and grader requests batch together, and the engine runs one batch at a time. `close()` stops a
+batcher only when its last model closes, and leaves the engine loaded (`Engine.release` forgets it).
+
+Batching (`-M batching=continuous`, the default): at most max_batch rows decode together, and when one
+finishes a waiting request takes its slot at the next step, so short answers do not wait for the longest
+one; scoring requests that arrive meanwhile are answered between decode steps. `-M batching=static` runs
+each collected batch to its end before the next (for comparison). Either way every request gets the same
+tokens it would get alone.
 
 With no `temperature` in the config the model's own generation_config decides (greedy unless it sets
 do_sample). Tools are not supported. A chat template without a system role gets the system text
@@ -55,6 +63,7 @@ prepended to the first user message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import threading
 import time
@@ -78,13 +87,14 @@ from inspect_ai.model import (
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from pv_harness.errors import PvError
-from pv_harness.provider.batching import Batcher
+from pv_harness.provider.batching import Batcher, Feed
 
 if TYPE_CHECKING:
     from pv_harness.provider.engine import Engine
 
 PV_KEYS = {"steer", "monitor", "continuations", "end_of_turn", "token_logprobs"}
 DEFAULT_MAX_BATCH = 32
+BATCHING = ("continuous", "static")
 DEFAULT_MAX_TOKENS = 2048
 
 
@@ -103,6 +113,10 @@ def sample_seed(run_seed: int | None) -> int | None:
         return run_seed
     key = f"{run_seed}\x00{active.sample.id}\x00{active.epoch}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1  # a non-negative int64: any torch seed
+
+
+class PVModelArgError(ValueError, PvError):
+    """A `-M` model argument the pv/ provider cannot use."""
 
 
 class PVRequestError(ValueError, PvError):
@@ -173,44 +187,74 @@ def run_batch(engine: Engine, requests: list[Any]) -> list[Any]:
     return results
 
 
+def run_continuous(engine: Engine, requests: list[Any], feed: Feed[Any, Any], max_batch: int) -> None:
+    """A continuous batch: generation requests in up to `max_batch` slots, each freed slot refilled from `feed`
+    at once; scoring requests (those given and those polled) are answered as they come, between decode steps."""
+    from pv_harness.provider.engine import GenRequest
+
+    order: list[int] = []  # the feed's number of each generation request, in the engine's order
+
+    def serve(items: list[tuple[int, Any]]) -> list[GenRequest]:
+        scoring = [(k, r) for k, r in items if not isinstance(r, GenRequest)]
+        for (k, _), result in zip(scoring, run_batch(engine, [r for _, r in scoring]), strict=True):
+            feed.finish(k, result)
+        gen = [(k, r) for k, r in items if isinstance(r, GenRequest)]
+        order.extend(k for k, _ in gen)
+        return [r for _, r in gen]
+
+    engine.generate(serve(list(enumerate(requests))), max_batch=max_batch, poll=lambda n: serve(feed.poll(n)),
+                    finish=lambda i, result: feed.finish(order[i], result))
+
+
 class _Shared:
-    """What the `pv/` models on one engine share: a batcher per max_batch (the subject and the grader of a
-    run usually ask the same, so their requests batch together), and a lock so one batch runs at a time."""
+    """What the `pv/` models on one engine share: a batcher per (max_batch, batching) (the subject and the
+    grader of a run usually ask the same, so their requests batch together), and a lock so one batch runs at
+    a time."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.lock = threading.Lock()
-        self.batchers: dict[int, Batcher[Any, Any]] = {}
-        self.users: Counter[int] = Counter()  # open models per max_batch
+        self.batchers: dict[tuple[int, str], Batcher[Any, Any]] = {}
+        self.users: Counter[tuple[int, str]] = Counter()  # open models per (max_batch, batching)
 
     def run_batch(self, requests: list[Any]) -> list[Any]:
         with self.lock:
             return run_batch(self.engine, requests)
+
+    def run_continuous(self, requests: list[Any], feed: Feed[Any, Any], max_batch: int) -> None:
+        with self.lock:
+            run_continuous(self.engine, requests, feed, max_batch)
 
 
 _SHARED: dict[int, _Shared] = {}  # by id(engine); an entry holds its engine, so the id cannot be reused
 _SHARED_LOCK = threading.Lock()
 
 
-def _join(engine: Engine, max_batch: int, name: str) -> tuple[_Shared, Batcher[Any, Any]]:
+def _join(engine: Engine, key: tuple[int, str], name: str) -> tuple[_Shared, Batcher[Any, Any]]:
     with _SHARED_LOCK:
         shared = _SHARED.get(id(engine))
         if shared is None:
             shared = _SHARED[id(engine)] = _Shared(engine)
-        batcher = shared.batchers.get(max_batch)
+        batcher = shared.batchers.get(key)
         if batcher is None:
-            batcher = shared.batchers[max_batch] = Batcher(shared.run_batch, max_batch=max_batch, name=name)
-        shared.users[max_batch] += 1
+            max_batch, batching = key
+            if batching == "continuous":
+                batcher = Batcher(functools.partial(shared.run_continuous, max_batch=max_batch), max_batch=max_batch,
+                                  name=name, continuous=True)
+            else:
+                batcher = Batcher(shared.run_batch, max_batch=max_batch, name=name)
+            shared.batchers[key] = batcher
+        shared.users[key] += 1
         return shared, batcher
 
 
-def _leave(shared: _Shared, max_batch: int) -> None:
+def _leave(shared: _Shared, key: tuple[int, str]) -> None:
     with _SHARED_LOCK:
-        shared.users[max_batch] -= 1
-        if shared.users[max_batch] > 0:
+        shared.users[key] -= 1
+        if shared.users[key] > 0:
             return
-        del shared.users[max_batch]
-        batcher = shared.batchers.pop(max_batch)
+        del shared.users[key]
+        batcher = shared.batchers.pop(key)
         if not shared.batchers:
             del _SHARED[id(shared.engine)]
     batcher.close()  # waits for its worker: outside the lock, so other models can come and go meanwhile
@@ -229,6 +273,9 @@ class PVModelAPI(ModelAPI):
         device = model_args.pop("device", None)
         dtype = model_args.pop("dtype", None)
         self.max_batch = int(model_args.pop("max_batch", DEFAULT_MAX_BATCH))
+        batching = str(model_args.pop("batching", BATCHING[0]))
+        if batching not in BATCHING:
+            raise PVModelArgError(f"-M batching={batching} is not a batching mode; use one of {', '.join(BATCHING)}")
         prepack = _flag(model_args.pop("prepack", True))
         threads = model_args.pop("threads", None)
         if threads is not None:
@@ -237,7 +284,8 @@ class PVModelAPI(ModelAPI):
             torch.set_num_threads(int(threads))  # process-wide, as torch has it
         self.engine = Engine.load(local_path(f"pv/{model_name}"), device=device, dtype=dtype, prepack=prepack,
                                   **model_args)
-        self._shared, self.batcher = _join(self.engine, self.max_batch, name=f"pv-batcher:{model_name}")
+        self._batcher_key = (self.max_batch, batching)
+        self._shared, self.batcher = _join(self.engine, self._batcher_key, name=f"pv-batcher:{model_name}")
         self._closed = False
 
     def _run_batch(self, requests: list[Any]) -> list[Any]:
@@ -248,7 +296,7 @@ class PVModelAPI(ModelAPI):
         stays loaded for the rest of the process (`Engine.release` drops it)."""
         if not self._closed:
             self._closed = True
-            _leave(self._shared, self.max_batch)
+            _leave(self._shared, self._batcher_key)
 
     def max_tokens(self) -> int | None:
         return DEFAULT_MAX_TOKENS
@@ -280,7 +328,9 @@ class PVModelAPI(ModelAPI):
         prompt_ids = engine.encode(prompt_text)
         steer = parse_steer(options.get("steer"), hidden=engine.hidden, num_layers=engine.num_layers,
                             cache=engine.vectors)
-        request: dict[str, Any] = {"prompt": prompt_text, "prompt_tokens": len(prompt_ids)}
+        # the resolved load (the default CPU dtype depends on the processor), so every model call in a log says it
+        request: dict[str, Any] = {"prompt": prompt_text, "prompt_tokens": len(prompt_ids),
+                                   "dtype": str(engine.dtype).removeprefix("torch."), "device": str(engine.device)}
         if options.get("continuations") is not None:
             return await self._score(options, prompt_text, prompt_ids, steer, request, started)
 

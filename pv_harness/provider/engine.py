@@ -3,7 +3,8 @@
 Why not `model.generate`: every row of a batch needs its own steering, monitoring, sampling settings and
 random generator, and a judge needs exact continuation log-probabilities; a short explicit loop does all of
 that in one place. Prompts are left-padded; position ids come from the attention mask, so a padded row
-computes what it would alone (up to float rounding). The sampling itself is transformers': its warpers
+computes what it would alone (up to float rounding). Batching is static or continuous (a freed row's slot
+goes to the next waiting request at once; see `_Batch`). The sampling itself is transformers': its warpers
 (temperature, top-k, top-p, in `generate`'s order) and its `StopStringCriteria`, so a seeded request samples
 the very tokens `model.generate` does after `torch.manual_seed` with the same seed.
 
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 import torch
 
+from pv_harness.provider.cpu import DtypeError, default_cpu_dtype
 from pv_harness.provider.interventions import Interventions, MonitorSpec, SteerSpec, StopForward
 from pv_harness.provider.kv_cache import PromptCaches, cache_bytes, continue_prompt, returned_cache, with_cache
 from pv_harness.provider.layers import ModelLayers, find_layers
@@ -107,14 +109,15 @@ def resolve_device(device: str | None) -> str:
 
 
 def resolve_dtype(dtype: Any, device: str) -> Any:
-    """float32 on CPU (fast and exact there); the checkpoint's own dtype on accelerators."""
+    """On CPU bfloat16 where the processor does it natively (about 2x faster), else float32
+    (`provider.cpu.default_cpu_dtype`); the checkpoint's own dtype on accelerators."""
     if dtype is None:
-        return torch.float32 if device.startswith("cpu") else "auto"
+        return default_cpu_dtype() if device.startswith("cpu") else "auto"
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
     resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
     if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
+        raise DtypeError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
     return resolved
 
 
@@ -134,7 +137,7 @@ class Engine:
 
     def __init__(self, model: Any, tokenizer: Any, *, prepack: bool = True) -> None:
         self.model = model.eval()
-        self.prepacked = prepack_linears(model) if prepack else 0  # faster float32 CPU decoding
+        self.prepacked = prepack_linears(model) if prepack else 0  # faster CPU decoding (float32, bfloat16)
         self.tokenizer = tokenizer
         self.layers: ModelLayers = find_layers(model)
         text_config = model.config.get_text_config()
@@ -155,6 +158,7 @@ class Engine:
         self._stop_lock = threading.Lock()
         self._tree_scoring: bool | None = None  # decided on the first continuation request
         self.prompt_caches = PromptCaches(PROMPT_CACHE_BYTES)
+        self.peak_cache = (0, 0)  # (rows, columns) of the largest KV cache the last generation held
 
     @classmethod
     def load(cls, name_or_path: str | Path, *, device: str | None = None, dtype: Any = None,
@@ -310,12 +314,22 @@ class Engine:
 
     # ---- generation ----------------------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        """Generate for a batch of requests; each row keeps its own settings, steering and monitors."""
+    def generate(self, requests: Sequence[GenRequest], *, max_batch: int | None = None,
+                 poll: Callable[[int], list[GenRequest]] | None = None,
+                 finish: Callable[[int, GenResult], None] | None = None) -> list[GenResult]:
+        """Generate for requests; each row keeps its own settings, steering and monitors.
+
+        Without `max_batch` or `poll` the requests run as one static batch. With them batching is
+        continuous: at most `max_batch` rows at once (default: as many as given), and a finished row's slot
+        goes at once to the next waiting request, from `requests`, then from `poll(free slots)` (which must
+        not block); `finish(index, result)` gets each result as soon as its row ends. Returns every
+        request's result (those given, then those polled), each the same as the request would get alone.
+        """
         if not requests:
             return []
+        self.peak_cache = (0, 0)
         with torch.inference_mode():
-            return _Batch(self, list(requests)).run()
+            return _Batch(self, list(requests), max_batch=max_batch, poll=poll, finish=finish).run()
 
     def score(self, request: ScoreRequest) -> ScoreResult:
         """Token log-probs of each continuation after the prompt, and their sums, over the prompt's KV cache."""
@@ -535,40 +549,73 @@ def _byte_decoder(tokenizer: Any) -> dict[str, int] | None:
 
 
 class _Batch:
-    """State of one batched generation: rows, KV cache, per-row sampling and bookkeeping."""
+    """One generation run: rows in one KV cache, each request with its own sampling, steering and monitors.
 
-    def __init__(self, engine: Engine, requests: list[GenRequest]) -> None:
+    Static (no `max_batch`): the requests given run together, and finished rows leave once they are half the
+    batch. Continuous: at most `max_batch` rows; a finished row leaves at once (its result goes to `finish`)
+    and the next waiting request (the rest of `requests`, then `poll(free slots)`) takes its slot between
+    decode steps. Newcomers are prefilled together, then their cache joins the running one, the shorter of
+    the two left-padded with masked zeros so every row keeps its own positions; leading columns no row
+    attends to are cut, so the cache never holds more than `max_batch` rows of the longest live row.
+    """
+
+    def __init__(self, engine: Engine, requests: list[GenRequest], *, max_batch: int | None = None,
+                 poll: Callable[[int], list[GenRequest]] | None = None,
+                 finish: Callable[[int, GenResult], None] | None = None) -> None:
         self.e = engine
-        self.requests = requests
-        self.n = len(requests)
-        dev = engine.device
-        self.generated: list[list[int]] = [[] for _ in requests]
-        self.fed = [0] * self.n  # generated tokens fed back in (their positions seen by the model)
-        self.done = [False] * self.n
-        self.reason: list[StopReason] = ["max_tokens"] * self.n
-        self.logprobs: list[list[TokenLogprob] | None] = [[] if r.logprobs else None for r in requests]
-        self.limits = []
-        for r in requests:
-            limit = r.max_new_tokens
-            if engine.max_length is not None:
-                limit = min(limit, max(engine.max_length - len(r.prompt_ids), 0))
-            self.limits.append(limit)
+        self.continuous = max_batch is not None or poll is not None
+        self.max_batch = max_batch or len(requests)
+        self.waiting = list(requests)
+        self.poll = poll
+        self.finish = finish
+        self.requests: list[GenRequest] = []  # every request admitted, in order: its index is its id
+        self.generated: list[list[int]] = []
+        self.fed: list[int] = []  # generated tokens fed back in (their positions seen by the model)
+        self.done: list[bool] = []
+        self.reason: list[StopReason] = []
+        self.logprobs: list[list[TokenLogprob] | None] = []
+        self.limits: list[int] = []
         self.generators: list[Any] = []
-        for r in requests:
-            if r.temperature > 0:
-                g = torch.Generator(device=dev)
-                g.manual_seed(r.seed if r.seed is not None else random.SystemRandom().randrange(2**63))
-                self.generators.append(g)
-            else:
-                self.generators.append(None)
-        self.warpers = [_warpers(r) for r in requests]
-        self.stop_criteria = [engine.stop_criteria(r.stop_seqs) if r.stop_seqs else None for r in requests]
+        self.warpers: list[Any] = []
+        self.stop_criteria: list[Any] = []
+        self.monitored: list[bool] = []
+        self.streamed: list[int] = []  # tokens already handed to on_token
+        self.kept: list[list[list[float]]] = []  # per request, per monitor: values from earlier Interventions
+        self.results: list[GenResult | None] = []
+        self.slots: list[int] = []  # the request in each batch row
+        self.cache: Any = None
+        self.mask: Any = None  # [rows, cache columns + 1 while feeding]: which columns each row attends to
+        self.next_pos: Any = None
+        self.tokens: Any = None  # each row's next input token
         self.interventions: Interventions | None = None
-        if any(r.steer or r.monitor for r in requests):
-            self.interventions = Interventions(engine.layers, [r.steer for r in requests],
-                                               [r.monitor for r in requests], device=dev, dtype=engine.dtype)
-        self.monitored = [bool(r.monitor) for r in requests]
-        self.streamed = [0] * self.n  # tokens already handed to on_token
+        self.iv_rows: dict[int, int] = {}  # request -> its row in `interventions`
+
+    def _add(self, r: GenRequest) -> int:
+        if not r.prompt_ids:
+            raise ValueError("empty prompt")
+        e = self.e
+        limit = r.max_new_tokens
+        if e.max_length is not None:
+            limit = min(limit, max(e.max_length - len(r.prompt_ids), 0))
+        generator = None
+        if r.temperature > 0:
+            generator = torch.Generator(device=e.device)
+            generator.manual_seed(r.seed if r.seed is not None else random.SystemRandom().randrange(2**63))
+        self.requests.append(r)
+        self.generated.append([])
+        self.fed.append(0)
+        self.done.append(False)
+        self.reason.append("max_tokens")
+        self.logprobs.append([] if r.logprobs else None)
+        self.limits.append(limit)
+        self.generators.append(generator)
+        self.warpers.append(_warpers(r))
+        self.stop_criteria.append(e.stop_criteria(r.stop_seqs) if r.stop_seqs else None)
+        self.monitored.append(bool(r.monitor))
+        self.streamed.append(0)
+        self.kept.append([[] for _ in r.monitor])
+        self.results.append(None)
+        return len(self.requests) - 1
 
     def _text_tokens(self, i: int) -> list[int]:
         ids = self.generated[i]
@@ -579,93 +626,178 @@ class _Batch:
         return self.done[i] and (not self.monitored[i] or self.fed[i] >= len(self._text_tokens(i)))
 
     def run(self) -> list[GenResult]:
+        self._admit(self._take(self.max_batch))
+        while self.slots:
+            self._retire()
+            self._admit(self._take(self.max_batch - len(self.slots)))
+            if not self.slots:
+                break
+            if all(self.done[i] for i in self.slots):
+                self._feed_last()
+                self._retire(everyone=True)
+                continue
+            self._decode()
+        results = [r for r in self.results if r is not None]
+        assert len(results) == len(self.requests)  # every admitted row ran until it retired
+        return results
+
+    def _take(self, n: int) -> list[GenRequest]:
+        """Up to n requests for free slots: those given first, then polled ones."""
+        if n <= 0 or not _mergeable(self.cache):  # such a cache runs its rows to the end first
+            return []
+        taken, self.waiting = self.waiting[:n], self.waiting[n:]
+        if len(taken) < n and self.poll is not None:
+            taken += self.poll(n - len(taken))
+        return taken
+
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        model = self.e.model
+        with self.interventions.hooks() if self.interventions is not None else nullcontext():
+            return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **(with_cache(model, cache) if cache is not None else {}))
+
+    def _admit(self, new: list[GenRequest]) -> None:
+        """Prefill the newcomers together, sample their first tokens, and join their cache to the running one."""
+        if not new:
+            return
         e, dev = self.e, self.e.device
-        width = max(len(r.prompt_ids) for r in self.requests)
-        ids = torch.full((self.n, width), e.pad_id, dtype=torch.long, device=dev)
-        mask = torch.zeros((self.n, width), dtype=torch.long, device=dev)
-        for i, r in enumerate(self.requests):
-            if not r.prompt_ids:
-                raise ValueError("empty prompt")
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, device=dev)
-            mask[i, width - len(r.prompt_ids):] = 1
+        added = [self._add(r) for r in new]
+        width = max(len(r.prompt_ids) for r in new)
+        ids = torch.full((len(new), width), e.pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros((len(new), width), dtype=torch.long, device=dev)
+        for b, r in enumerate(new):
+            ids[b, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, device=dev)
+            mask[b, width - len(r.prompt_ids):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        rows = list(range(self.n))  # original index of each batch row
-        iv = self.interventions
-        if iv is not None:
+        self._interventions(self.slots + added)
+        if self.interventions is not None:
             last = torch.zeros_like(mask)
             last[:, -1] = 1
-            iv.set_step(rows, prompt=mask, response=last)
-        cache = None
-        next_pos = positions[:, -1] + 1
-        with iv.hooks() if iv is not None else nullcontext():
-            out = e.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                          logits_to_keep=1)
-            for i in range(self.n):
-                if self.limits[i] == 0:
-                    self.done[i], self.reason[i] = True, "model_length"
-            while True:
-                cache = returned_cache(out)
-                tokens = self._sample(out.logits[:, -1, :], rows)
-                if all(self.done[i] for i in rows) and all(self._complete(i) for i in rows):
-                    break
-                if all(self.done[i] for i in rows):
-                    self._feed_last(rows, tokens, mask, next_pos, cache)
-                    break
-                # drop finished rows once they are half the batch (an index copy of the cache is not free)
-                finished = [b for b, i in enumerate(rows) if self._complete(i)]
-                if finished and len(finished) * 2 >= len(rows):
-                    keep = torch.tensor([b for b, i in enumerate(rows) if not self._complete(i)], device=dev)
-                    cache.batch_select_indices(keep)
-                    rows = [rows[b] for b in keep.tolist()]
-                    tokens, mask, next_pos = tokens[keep], mask[keep], next_pos[keep]
-                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=dev)], dim=1)
-                for i in rows:
-                    if self.fed[i] < len(self.generated[i]):
-                        self.fed[i] += 1
-                if iv is not None:
-                    one = torch.ones((len(rows), 1), dtype=torch.long, device=dev)
-                    iv.set_step(rows, prompt=torch.zeros_like(one), response=one)
-                out = e.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                              use_cache=True, logits_to_keep=1, **with_cache(e.model, cache))
-                next_pos = next_pos + 1
-                self._stream()
+            self.interventions.set_step([self.iv_rows[i] for i in added], prompt=mask, response=last)
+        out = self._forward(ids, mask, positions, None)
+        for i in added:
+            if self.limits[i] == 0:
+                self.done[i], self.reason[i] = True, "model_length"
+        tokens = self._sample(out.logits[:, -1, :], added)
+        cache, next_pos = returned_cache(out), positions[:, -1] + 1
+        if self.cache is None:
+            self.cache, self.mask, self.next_pos, self.tokens = cache, mask, next_pos, tokens
+        else:
+            columns = max(self.mask.shape[1], width)
+            for old, joined in zip(self.cache.layers, cache.layers, strict=True):
+                old.keys = torch.cat([_pad_left(old.keys, columns, -2), _pad_left(joined.keys, columns, -2)])
+                old.values = torch.cat([_pad_left(old.values, columns, -2), _pad_left(joined.values, columns, -2)])
+            self.mask = torch.cat([_pad_left(self.mask, columns, -1), _pad_left(mask, columns, -1)])
+            self.next_pos = torch.cat([self.next_pos, next_pos])
+            self.tokens = torch.cat([self.tokens, tokens])
+        self.slots += added
+        self.e.peak_cache = (max(self.e.peak_cache[0], len(self.slots)), max(self.e.peak_cache[1], self.mask.shape[1]))
+
+    def _interventions(self, members: list[int]) -> None:
+        """Hooks for these rows: the current ones' values so far are kept, and a new set is built."""
+        iv = self.interventions
+        if iv is not None and iv.monitoring:
+            current = iv.monitor_values()
+            for i in self.slots:
+                for kept, values in zip(self.kept[i], current[self.iv_rows[i]], strict=True):
+                    kept.extend(values)
+        self.interventions, self.iv_rows = None, {}
+        if any(self.requests[i].steer or self.requests[i].monitor for i in members):
+            self.interventions = Interventions(self.e.layers, [self.requests[i].steer for i in members],
+                                               [self.requests[i].monitor for i in members],
+                                               device=self.e.device, dtype=self.e.dtype)
+            self.iv_rows = {i: p for p, i in enumerate(members)}
+
+    def _retire(self, everyone: bool = False) -> None:
+        """Hand over complete rows' results and drop them from the cache (static: once they are half the batch,
+        as an index copy of the cache is not free)."""
+        gone = [b for b, i in enumerate(self.slots) if everyone or self._complete(i)]
+        if not gone or (not self.continuous and len(gone) * 2 < len(self.slots)):
+            return
         self._stream()
-        return [self._result(i) for i in range(self.n)]
+        for b in gone:
+            i = self.slots[b]
+            self.results[i] = result = self._result(i)
+            if self.finish is not None:
+                self.finish(i, result)
+        keep = [b for b in range(len(self.slots)) if b not in set(gone)]
+        if not keep:
+            self.slots, self.cache = [], None
+            return
+        index = torch.tensor(keep, device=self.e.device)
+        self.cache.batch_select_indices(index)
+        self.slots = [self.slots[b] for b in keep]
+        self.mask, self.next_pos, self.tokens = self.mask[index], self.next_pos[index], self.tokens[index]
+        cut = int(self.mask.any(0).nonzero()[0])  # leading columns no row attends to
+        if self.continuous and cut and _mergeable(self.cache):
+            self.mask = self.mask[:, cut:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, cut:], layer.values[:, :, cut:]
+
+    def _decode(self) -> None:
+        """Feed every row its next token and sample the one after."""
+        dev = self.e.device
+        self.mask = torch.cat([self.mask, torch.ones((len(self.slots), 1), dtype=self.mask.dtype, device=dev)], 1)
+        for i in self.slots:
+            if self.fed[i] < len(self.generated[i]):
+                self.fed[i] += 1
+        if self.interventions is not None:
+            one = torch.ones((len(self.slots), 1), dtype=torch.long, device=dev)
+            self.interventions.set_step([self.iv_rows[i] for i in self.slots], prompt=torch.zeros_like(one),
+                                        response=one)
+        out = self._forward(self.tokens[:, None], self.mask, self.next_pos[:, None], self.cache)
+        self.cache = returned_cache(out)
+        self.next_pos = self.next_pos + 1
+        self._stream()
+        self.tokens = self._sample(out.logits[:, -1, :], self.slots)
+
+    def _values(self, i: int, current: list[list[list[float]]] | None) -> list[list[float]]:
+        """Request i's monitor values so far: those kept from earlier Interventions, then the current one's."""
+        row = self.iv_rows.get(i)
+        if row is None or not current or not current[row]:
+            return self.kept[i]
+        return [kept + now for kept, now in zip(self.kept[i], current[row], strict=True)]
 
     def _stream(self) -> None:
         """Hand each streaming row the tokens whose projections are now known."""
-        streaming = [i for i, r in enumerate(self.requests) if r.on_token is not None]
+        streaming = [i for i in self.slots if self.requests[i].on_token is not None]
         if not streaming:
             return
-        values = self.interventions.monitor_values() if self.interventions is not None else None
+        current = self.interventions.monitor_values() if self.interventions is not None else None
         for i in streaming:
             r, text_ids = self.requests[i], self._text_tokens(i)
             on_token = r.on_token
             assert on_token is not None  # `streaming` holds the requests that stream
+            values = self._values(i, current) if r.monitor else None
             known = len(text_ids)
-            if r.monitor and values is not None:
-                known = min(known, len(values[i][0]) - 1)  # values[0] is the last prompt token
+            if values is not None:
+                known = min(known, len(values[0]) - 1)  # values[0] is the last prompt token
             elif not self.done[i]:
                 known = min(known, self.fed[i])
             for k in range(self.streamed[i], known):
-                on_token(self.e.token_text(text_ids[k]), values[i][0][k + 1] if r.monitor and values else None)
+                on_token(self.e.token_text(text_ids[k]), values[0][k + 1] if values is not None else None)
             self.streamed[i] = max(self.streamed[i], known)
 
-    def _feed_last(self, rows: list[int], tokens: Any, mask: Any, next_pos: Any, cache: Any) -> None:
-        """Feed each row's last token once more so monitors see its position (stops at the deepest monitor)."""
+    def _feed_last(self) -> None:
+        """Feed each row's last token once more so monitors see its position (stops at the deepest monitor).
+
+        The cache is left part-written: every row retires right after."""
         iv = self.interventions
         assert iv is not None
         dev = self.e.device
-        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=dev)], dim=1)
-        for i in rows:
+        rows = len(self.slots)
+        mask = torch.cat([self.mask, torch.ones((rows, 1), dtype=self.mask.dtype, device=dev)], dim=1)
+        for i in self.slots:
             if self.fed[i] < len(self.generated[i]):
                 self.fed[i] += 1
-        one = torch.ones((len(rows), 1), dtype=torch.long, device=dev)
-        iv.set_step(rows, prompt=torch.zeros_like(one), response=one)
+        one = torch.ones((rows, 1), dtype=torch.long, device=dev)
+        iv.set_step([self.iv_rows[i] for i in self.slots], prompt=torch.zeros_like(one), response=one)
         iv.stop_after = iv.monitor_depth
         try:
-            self.e.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                         use_cache=True, logits_to_keep=1, **with_cache(self.e.model, cache))
+            with iv.hooks():
+                self.e.model(input_ids=self.tokens[:, None], attention_mask=mask,
+                             position_ids=self.next_pos[:, None], use_cache=True, logits_to_keep=1,
+                             **with_cache(self.e.model, self.cache))
         except StopForward:
             pass
         finally:
@@ -728,8 +860,7 @@ class _Batch:
                 text = text[:min(cuts)]
         monitor = None
         if r.monitor:
-            assert self.interventions is not None
-            values = self.interventions.monitor_values()[i]
+            values = self._values(i, self.interventions.monitor_values() if self.interventions is not None else None)
             tokens = [self.e.token_text(t) for t in text_ids]
             monitor = []
             for spec, vals in zip(r.monitor, values, strict=True):
@@ -752,6 +883,26 @@ class _Batch:
             logprobs=self.logprobs[i],
             monitor=monitor,
         )
+
+
+def _mergeable(cache: Any) -> bool:
+    """Whether a KV cache is plain per-layer key and value tensors that rows can join and columns leave
+    (not sliding-window or recurrent state, whose layers keep their own counters)."""
+    if cache is None:
+        return True
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """`t` with zeros before its entries along `dim` up to `width` (masked columns, in a cache or its mask)."""
+    missing = width - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
 def _warpers(request: GenRequest) -> Any:
