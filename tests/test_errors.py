@@ -20,6 +20,7 @@ EXPECTED = {  # every error the project defines, with the builtin base `except` 
     "ExportError": ValueError, "ModelStoreError": RuntimeError, "JudgeConfigError": ValueError,
     "LikelihoodError": RuntimeError, "RunInterrupted": RuntimeError, "RunOptionsError": ValueError,
     "MissingGraderError": RuntimeError, "LogError": ValueError, "NoLocalWeights": ValueError,
+    "DtypeError": ValueError, "PVModelArgError": ValueError,
 }
 
 

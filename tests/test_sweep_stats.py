@@ -147,7 +147,8 @@ def test_sweep_page_states_the_rule_and_the_choice(tmp_path: Path) -> None:
     log = sweep_log(tmp_path / "s.eval", CELLS, [7, 9])
     out, choice, _ = write_sweep_report(log, tmp_path / "s.html", floor=0.8, relative=True)
     assert (choice.layer, choice.coef, choice.coherence_floor) == (9, 2.0, 72.0)
-    assert choice.rule.endswith("mean coherence >= 0.8 x the unsteered baseline's mean coherence (90.0, n=2, so >= 72.0)")
+    assert choice.rule.endswith(
+        "mean coherence >= 0.8 x the unsteered baseline's mean coherence (90.0, n=2, so >= 72.0)")
     page = out.read_text()
     assert "Rule: the highest mean trait score among positive coefficients with mean coherence &gt;= 0.8 x" in page
     assert "<b>Chosen layer: 9</b> (coef 2: trait 71.0,\ncoherence 74.0 &ge; 72.0)" in page

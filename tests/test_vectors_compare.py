@@ -50,10 +50,13 @@ def test_info_shows_both_heldout_aurocs_and_their_n(tmp_path: Path) -> None:
     diagnostics = [{"layer": 0}, {"layer": 1, "heldout_auroc": 0.625, "heldout_auroc_context": 0.875,
                                   "heldout_n": {"pos": 20, "neg": 19}}]
     path = save_vectors(VectorFile(tensors={"response_avg_diff": torch.tensor([[3.0, 4.0], [0.0, 2.0]])},
-                                   metadata={"diagnostics": diagnostics}), tmp_path / "evil.safetensors")
+                                   metadata={"diagnostics": diagnostics,
+                                             "baseline": {"kind": "response_avg_diff", "neg": [0.5, -1.25],
+                                                          "pos": [1.5, 2.0]}}), tmp_path / "evil.safetensors")
     result = CliRunner().invoke(main, ["vectors", "info", str(path)])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-3:] == [
-        "layer  norm(response_avg_diff)  held-out AUROC: in context  text only    n",
-        "    0               5.000                           -          -    -",
-        "    1               2.000                       0.875      0.625   39"]
+        "layer  norm(response_avg_diff)  held-out AUROC: in context  text only    n  neg mean  pos mean",
+        "    0               5.000                           -          -    -     0.500     1.500",
+        "    1               2.000                       0.875      0.625   39    -1.250     2.000"]
+    assert "baseline" not in result.stdout  # shown as columns, not as one long metadata line

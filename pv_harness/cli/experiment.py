@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-OUT = click.option("--out", type=click.Path(file_okay=False), default=None,
+OUT = click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
                    help="Output folder (default: the config's `out`, else pv-experiments/<name>).")
 DISPLAY = click.option("--display", type=click.Choice(["full", "conversation", "rich", "plain", "log", "none"]),
                        default=None, help="inspect's display (default: inspect's own).")

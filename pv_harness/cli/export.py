@@ -13,7 +13,7 @@ from pv_harness.reports.paper_csv import ExportError, export_csv
 
 @click.command("export-csv")
 @click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="CSV file to write.")
 @click.option("--tokenizer", default=None,
               help="Tokenizer folder (or cached hub id) whose chat template renders the `prompt` column "

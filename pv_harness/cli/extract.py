@@ -16,7 +16,7 @@ from pv_harness.vectors.thresholds import DEFAULT_COHERENCE, DEFAULT_THRESHOLD
               help="Instead of LOGS: use the newest pos and neg persona_collect logs here (needs --trait).")
 @click.option("--trait", help="Trait name (to find logs in --log-dir; checked against the logs).")
 @click.option("--model", "model_name", help="Model to run (default: the logs' subject model, e.g. pv/smollm2).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Vector file (default: vectors/<model>/<trait>.safetensors).")
 @click.option("--filter", "mode", type=click.Choice(["paired", "independent"]), default="paired", show_default=True,
               help="paired: the paper's code (pos/neg pairs kept together); independent: each side alone.")

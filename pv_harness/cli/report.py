@@ -16,7 +16,8 @@ def report() -> None:
 
 @report.command()
 @click.argument("log")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="HTML page (default: beside the log).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML page (default: beside the log).")
 @click.option("--floor", type=float, default=None,
               help="Minimum mean coherence for a setting to count when picking the layer (default: 75, or 0.5 "
               "with --relative).")
@@ -42,7 +43,8 @@ def sweep(log: str, out: Path | None, floor: float | None, relative: bool) -> No
 
 @report.command()
 @click.argument("log")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="HTML page (default: beside the log).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML page (default: beside the log).")
 def monitor(log: str, out: Path | None) -> None:
     """Token heatmaps and per-sample projections vs judge scores from a log with pv_monitor data."""
     from pv_harness.reports.monitor import write_monitor_report

@@ -44,7 +44,8 @@ DISPLAY_TYPES = ("full", "conversation", "rich", "plain", "log", "none")  # insp
 @click.option("--limit", type=int, default=0, show_default=True,
               help="Collection samples per polarity (question x instruction); 0 = all 100.")
 @click.option("--max-tokens", type=int, default=48, show_default=True, help="Longest answer.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pv-runs"), show_default=True,
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pv-runs"),
+              show_default=True,
               help="Where logs, vectors and pages go (a folder per trait and model).")
 @click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="Trait-score filter (see pv extract).")

@@ -45,7 +45,7 @@ def shift_command(base: str, model: str, vector: str, layer: int | None, trait: 
 @click.option("--threshold", type=float, default=None, help="Write a filtered copy split at this difference.")
 @click.option("--keep", type=click.Choice(["below", "above"]), default="below", show_default=True,
               help="Which side of the threshold the filtered copy keeps (below = drop trait-inducing examples).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
               help="Per-example scores (JSONL; default DATASET.screen.jsonl).")
 @click.option("--filtered", type=click.Path(dir_okay=False), default=None,
               help="Filtered copy (default DATASET.filtered.jsonl).")

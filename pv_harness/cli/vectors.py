@@ -108,7 +108,7 @@ def compare(paths: tuple[Path, ...], kind: str, layer: int | None, html: Path | 
 @vectors.command("export")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--to", "fmt", required=True, type=click.Choice(FORMATS), help="The other tool's format.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
 @click.option("--kind", default=DEFAULT_KIND, show_default=True, help="Which vector kind to export.")
 @click.option("--layers", "rows", callback=number_list(int, "layer numbers"),
               help="Our layer numbers (hidden-states rows), e.g. 10,12 (default: every layer the format holds).")
@@ -137,7 +137,7 @@ def export_command(path: Path, fmt: str, out: Path, kind: str, rows: list[int] |
 @vectors.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--from", "fmt", required=True, type=click.Choice(FORMATS), help="The other tool's format.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Our vector file (.safetensors) to write.")
 @click.option("--model", required=True,
               help="The model the vector is for (recorded in the file; a local model's shape is checked).")

@@ -341,7 +341,9 @@ def check_paper_trait(
     values: dict[str, Any] = {}
     for data, path, keys in ((extract, extract_path, ("instruction", "questions", "eval_prompt")),
                              (evaluate, eval_path, ("questions",))):
-        for key in keys if data is not None else ():
+        if data is None:
+            continue
+        for key in keys:
             if key in data:
                 values[f"{path}:{key}"] = data[key]
             else:
