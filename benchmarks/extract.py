@@ -14,8 +14,10 @@ same answers (threads set in-process with `torch.set_num_threads` before each se
             `pv extract --dtype` does; no held-out split, like the paper).
   - bare:   the limit: `torch.inference_mode` forward passes of the decoder body (`engine.model.model`, no LM head,
             the same Engine, so the same dtype and prepacked linears) over exactly the tokens ours runs: each distinct
-            prompt once and its answers over a copy of its KV cache (`continue_prompt`), a prompt of its own whole,
-            batch 1; nothing pooled, no tokenising (ids prepared outside the clock).
+            prompt once and its answers over a copy of its KV cache (`continue_prompt`); prompts of their own that
+            share a prefix (`activations.prefix_groups`, as ours) that prefix once and each rest (own prompt tokens
+            + answer) over a copy of its cache; any other conversation whole; batch 1; nothing pooled, no
+            tokenising (ids prepared outside the clock).
 
 Each dtype in `--dtypes` runs ours and bare; the paper's way runs in float32. Throughput is conversation tokens
 (prompt + answer, the same count for every contender) over wall seconds. Ratios are taken within a round, medians
@@ -129,13 +131,20 @@ def paper_inputs(engine: Engine, answers: list[CollectedAnswer]) -> tuple[dict, 
 
 
 def bare_plan(engine: Engine, answers: list[CollectedAnswer]) -> list[tuple[list[int], list[list[int]]]]:
-    """The token work ours does: (prompt ids, [answer ids]) per shared prompt; (whole ids, []) for a prompt alone."""
+    """The token work ours does: (prompt ids, [answer ids]) per shared prompt; (prefix ids, [rest ids]) per group of
+    prompts sharing a prefix; (whole ids, []) for any other conversation."""
     encoded = [activations.encode(engine.tokenizer, engine.chat_text(a.messages()), a.answer) for a in answers]
     by_prompt: dict[tuple[int, ...], list[activations.Encoded]] = {}
     for e in encoded:
         by_prompt.setdefault(tuple(e.input_ids[:e.boundary]), []).append(e)
-    return [(list(prompt), [e.input_ids[e.boundary:] for e in group]) if len(group) > 1 else (group[0].input_ids, [])
-            for prompt, group in by_prompt.items()]
+    plan = [(list(prompt), [e.input_ids[e.boundary:] for e in group])
+            for prompt, group in by_prompt.items() if len(group) > 1]
+    alone = [group[0] for group in by_prompt.values() if len(group) == 1]
+    groups = activations.prefix_groups([e.input_ids[:e.boundary] for e in alone])
+    for shared, members in groups:
+        plan.append((alone[members[0]].input_ids[:shared], [alone[j].input_ids[shared:] for j in members]))
+    grouped = {j for _, members in groups for j in members}
+    return plan + [(e.input_ids, []) for j, e in enumerate(alone) if j not in grouped]
 
 
 @torch.inference_mode()
@@ -219,7 +228,8 @@ def main() -> None:
         run_tokens = sum(len(p) + sum(len(c) for c in cs) for p, cs in plan)
         settings[epochs] = {"answers": answers, "plan": plan, "paper": paper_inputs(any_engine, answers),
                             "tokens": tokens, "run_tokens": run_tokens}
-        print(f"{args.samples} answers, {epochs} per prompt ({len(plan)} distinct prompts): {tokens} conversation "
+        print(f"{args.samples} answers, {epochs} per prompt ({len(plan)} shared prompts, prefixes or wholes): "
+              f"{tokens} conversation "
               f"tokens, {run_tokens} run by ours and bare", flush=True)
 
     checks = {}  # before any timing: are the contenders computing the same thing?

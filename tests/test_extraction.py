@@ -106,7 +106,9 @@ def test_answers_sharing_a_prompt_pool_as_if_run_whole(engine: Engine, batch_siz
     handle = model.get_input_embeddings().register_forward_hook(lambda _m, args, _o: fed.append(args[0].numel()))
     try:
         pooled = {}
-        for indices, batch in activations.pool(model, items, pad_token_id=0, batch_size=batch_size):
+        # prefix sharing off: this test counts the identical-prompt path (prefixes: tests/test_prefix_sharing.py)
+        for indices, batch in activations.pool(model, items, pad_token_id=0, batch_size=batch_size,
+                                               min_prefix=10**9):
             for row, i in enumerate(indices):
                 pooled[i] = {k: v[row] for k, v in batch.items()}
     finally:

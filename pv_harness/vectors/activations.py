@@ -5,6 +5,11 @@ hidden-states convention (0 = embeddings, l = output of decoder block l), we poo
 the mean over answer tokens, the mean over prompt tokens, and the last prompt token. The prompt/
 answer boundary comes from one tokenisation of the whole text (character offsets), so it cannot
 shift by a token the way tokenising prompt and prompt+answer separately can.
+
+Shared tokens run once: conversations with the same prompt run it once and continue its KV cache for
+each answer; conversations whose prompts share a long token prefix (the chat template and persona
+system prompt before different questions) run that prefix once and continue its cache for each
+member's own prompt tokens and answer. Every view pools over the same tokens as running each whole.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 KINDS = ("response_avg", "prompt_avg", "prompt_last")
+MIN_PREFIX = 16  # the fewest tokens a shared prefix needs to get a pass of its own (a guess, not tuned)
 LAYER_CONVENTION = (
     "hidden_states: index 0 = token embeddings, index l = output of decoder block l "
     "(the last index is after the final norm), as in transformers' output_hidden_states"
@@ -76,14 +82,49 @@ def _right_padded(rows: Sequence[Sequence[int]], pad_token_id: int) -> tuple[tor
     return ids, mask
 
 
-def _means(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-    """[B, layers, H] float32: per layer, the mean over the positions `mask` ([B, T], 0/1) selects.
+def prefix_groups(prompts: Sequence[Sequence[int]], min_prefix: int = MIN_PREFIX) -> list[tuple[int, list[int]]]:
+    """(shared prefix length, indices into `prompts`) for groups of distinct prompts that share >= `min_prefix` tokens.
+
+    Sorted prompts put those with a common prefix side by side; neighbours join a group while the group's
+    common prefix stays >= `min_prefix`. The prefix stops short of every member's whole prompt, so each member
+    has at least one prompt token of its own (its last prompt token's state comes from its own pass).
+    Prompts in no group are left out.
+    """
+    groups: list[tuple[int, list[int]]] = []
+    shared = 0
+    members: list[int] = []
+    for i in sorted(range(len(prompts)), key=lambda i: tuple(prompts[i])):
+        prompt = prompts[i]
+        if members:
+            previous = prompts[members[-1]]
+            common = next((k for k, (a, b) in enumerate(zip(previous, prompt, strict=False)) if a != b),
+                          min(len(previous), len(prompt)))
+            joined = min(shared, common, len(prompt) - 1)
+            if joined >= min_prefix:
+                shared = joined
+                members.append(i)
+                continue
+            if len(members) > 1:
+                groups.append((shared, members))
+        shared, members = len(prompt) - 1, [i]
+    if len(members) > 1:
+        groups.append((shared, members))
+    return groups
+
+
+def _weighted_sums(hidden_states: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """[B, layers, H] float32: per layer, the sum over positions of the hidden states times `weights` ([B, T]).
 
     One layer at a time, so no [B, layers, T, H] copy of the hidden states is ever made.
     """
-    weights = mask.to(hidden_states[0].device, torch.float32)
-    weights = weights / weights.sum(1, keepdim=True)
+    weights = weights.to(hidden_states[0].device, torch.float32)
     return torch.stack([torch.einsum("bth,bt->bh", h.float(), weights) for h in hidden_states], dim=1)
+
+
+def _means(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """[B, layers, H] float32: per layer, the mean over the positions `mask` ([B, T], 0/1) selects."""
+    weights = mask.to(torch.float32)
+    return _weighted_sums(hidden_states, weights / weights.sum(1, keepdim=True))
 
 
 def _lasts(hidden_states: Sequence[torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
@@ -102,14 +143,17 @@ def pool(
     batch_size: int = 8,
     max_batch_tokens: int = 8192,
     progress: Callable[[int], None] | None = None,
+    min_prefix: int = MIN_PREFIX,
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """Yield (indices, {kind: [B, num_layers + 1, hidden] float32}) batch by batch.
 
     Conversations that share their prompt tokens (a collection samples n answers per question and
     instruction) run that prompt once: its hidden states give the prompt views of all of them, and its
-    KV cache starts each answer's pass. Conversations with a prompt of their own run whole, batched
-    by length. Padding is on the right and every mean uses the attention mask, so a sample pools to
-    the same values (up to float summation order) whatever it is batched or shares a prompt with.
+    KV cache starts each answer's pass. Conversations with a prompt of their own whose prompts share a
+    token prefix of at least `min_prefix` tokens (`prefix_groups`) run that prefix once and each member's
+    own prompt tokens and answer over its KV cache; the rest run whole, batched by length. Padding is on
+    the right and every mean uses the attention mask, so a sample pools to the same values (up to float
+    summation order) whatever it is batched or shares a prompt or prefix with.
     Callers fold each batch into running sums, so memory does not grow with the number of samples.
     """
     body = getattr(model, "base_model", model)  # the decoder without the LM head: no logits to compute
@@ -117,11 +161,21 @@ def pool(
     for i, e in enumerate(items):
         by_prompt.setdefault(tuple(e.input_ids[: e.boundary]), []).append(i)
     alone = [group[0] for group in by_prompt.values() if len(group) == 1]
+    groups = prefix_groups([items[i].input_ids[: items[i].boundary] for i in alone], min_prefix)
+    grouped = {j for _, members in groups for j in members}
+    whole = [i for j, i in enumerate(alone) if j not in grouped]
     lengths = [len(e.input_ids) for e in items]
-    for indices in _batches(lengths, alone, batch_size, max_batch_tokens):
+    for indices in _batches(lengths, whole, batch_size, max_batch_tokens):
         yield indices, _pool_whole(body, [items[i] for i in indices], pad_token_id)
         if progress is not None:
             progress(len(indices))
+    for shared, members in groups:
+        group = [alone[j] for j in members]
+        for indices, pooled in _pool_prefixed(body, shared, [items[i] for i in group], pad_token_id,
+                                              batch_size, max_batch_tokens):
+            yield [group[j] for j in indices], pooled
+            if progress is not None:
+                progress(len(indices))
     for prompt, group in by_prompt.items():
         if len(group) == 1:
             continue
@@ -167,6 +221,37 @@ def _pool_shared(body: torch.nn.Module, prompt: tuple[int, ...], group: Sequence
             "response_avg": _means(out.hidden_states, mask).cpu(),
             "prompt_avg": prompt_avg.expand(rows, -1, -1).clone(),
             "prompt_last": prompt_last.expand(rows, -1, -1).clone(),
+        }
+        del out
+        yield indices, pooled
+
+
+def _pool_prefixed(body: torch.nn.Module, shared: int, group: Sequence[Encoded], pad_token_id: int,
+                   batch_size: int, max_batch_tokens: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Pool conversations whose first `shared` tokens agree: those once, then each rest over their KV cache.
+
+    The prompt mean adds the prefix's sum of states to the member's own prompt tokens' sum, over the whole
+    prompt length, so it is the mean over all prompt tokens as if the conversation ran whole.
+    """
+    device = next(body.parameters()).device
+    out = body(input_ids=torch.tensor([group[0].input_ids[:shared]], device=device), output_hidden_states=True,
+               use_cache=True)
+    cache = returned_cache(out)
+    prefix_sums = _weighted_sums(out.hidden_states, torch.ones((1, shared))).cpu()
+    del out
+    rests = [e.input_ids[shared:] for e in group]
+    lengths = [shared + len(r) for r in rests]  # the prefix's keys count against the batch's token budget
+    for indices in _batches(lengths, range(len(group)), batch_size, max_batch_tokens):
+        ids, mask = _right_padded([rests[i] for i in indices], pad_token_id)
+        out = continue_prompt(body, cache, shared, ids.to(device), mask.to(device), output_hidden_states=True)
+        positions = torch.arange(ids.shape[1]).unsqueeze(0)
+        own = torch.tensor([[group[i].boundary - shared] for i in indices])  # own prompt tokens: [0, own)
+        prompt_lengths = torch.tensor([[group[i].boundary] for i in indices], dtype=torch.float32)
+        own_prompt = _weighted_sums(out.hidden_states, (positions < own) / prompt_lengths).cpu()
+        pooled = {
+            "response_avg": _means(out.hidden_states, (positions >= own) & mask.bool()).cpu(),
+            "prompt_avg": own_prompt + prefix_sums / prompt_lengths.unsqueeze(-1),
+            "prompt_last": _lasts(out.hidden_states, own[:, 0] - 1).cpu(),
         }
         del out
         yield indices, pooled
