@@ -44,6 +44,24 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def lively_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with weights scaled up: its greedy output changes from token to token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * (1.0 if "embed" in name else 3 / p.shape[-1] ** 0.5))
+    folder = tmp_path_factory.mktemp("lively-llama")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _float32_engines():
     """The engine's CPU default is bfloat16 on processors that do it natively; tests compare with float32

@@ -16,7 +16,7 @@ from pv_harness.provider.batching import Feed
 from pv_harness.provider.engine import Engine, GenRequest, GenResult
 from pv_harness.provider.interventions import MonitorSpec, SteerSpec
 
-from .test_provider import engine, ids, lively_dir, vec  # noqa: F401 - the lively tiny model's fixtures
+from .test_provider import engine, ids, vec  # noqa: F401 - the lively tiny model's fixtures
 
 SLOTS = 3
 # Tokens are identical; float32 values differ in the last bits, because padding and cut columns change the
@@ -144,7 +144,7 @@ def uneven_lengths() -> Task:
     return Task(dataset=samples, solver=generate_with_sample_config(), config=GenerateConfig(temperature=0.0))
 
 
-def test_inspect_eval_with_continuous_batching_equals_static(lively_dir: Path, tmp_path: Path,  # noqa: F811
+def test_inspect_eval_with_continuous_batching_equals_static(lively_dir: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     joined: list[int] = []
     poll = Feed.poll
@@ -176,7 +176,7 @@ def test_inspect_eval_with_continuous_batching_equals_static(lively_dir: Path, t
     assert scored == pytest.approx(outputs["static"]["3"].metadata["pv_continuations"]["logprobs"], abs=LOGPROB_ABS)
 
 
-def test_an_unknown_batching_mode_is_a_clear_error(lively_dir: Path) -> None:  # noqa: F811
+def test_an_unknown_batching_mode_is_a_clear_error(lively_dir: Path) -> None:
     with pytest.raises(PVModelArgError, match="-M batching=dynamic is not a batching mode; use one of continuous, "
                                               "static"):
         get_model(f"pv/{lively_dir}", batching="dynamic", memoize=False)

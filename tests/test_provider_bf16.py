@@ -21,23 +21,6 @@ from pv_harness.provider.interventions import SteerSpec
 
 
 @pytest.fixture(scope="module")
-def lively_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with weights scaled up, so that greedy output changes from token to token."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * (1.0 if "embed" in name else 3 / p.shape[-1] ** 0.5))
-    folder = tmp_path_factory.mktemp("lively-llama-bf16")
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def bf16(lively_dir: Path) -> Engine:
     return Engine.load(lively_dir, device="cpu", dtype="bfloat16")
 
