@@ -306,7 +306,12 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, fresh: bool = False,
 
 
 def _run(cfg: RunConfig, out: Path, num_layers: int, log: Callable[[str], None], progress: _Progress) -> RunResult:
-    from pv_harness.reports.monitor import layer_correlations, write_monitor_csv, write_prompt_monitor_report
+    from pv_harness.reports.monitor import (
+        layer_correlations,
+        monitor_frame,
+        write_monitor_csv,
+        write_prompt_monitor_report,
+    )
     from pv_harness.reports.paper_csv import export_csv
     from pv_harness.reports.results import build_results, finding_lines, write_results
     from pv_harness.reports.sweep import sweep_frame, write_sweep_csv, write_sweep_report
@@ -380,16 +385,17 @@ def _run(cfg: RunConfig, out: Path, num_layers: int, log: Callable[[str], None],
                              temperature=cfg.temperature, **judge)
     (monitor_log,) = _eval_set([monitor], logs_root / "monitor", cfg, "monitoring")
     monitor_path = log_path(monitor_log.location)
-    pages["monitoring"], monitor_r = write_prompt_monitor_report(monitor_path, out / "monitor.html")
+    monitor_data = monitor_frame(monitor_path)  # read once: the page, the CSV and the per-layer r
+    pages["monitoring"], monitor_r = write_prompt_monitor_report(monitor_path, out / "monitor.html", monitor_data)
 
     progress.step = "results"
     log("[5/5] results")
     files = {"collection (paper CSV)": out / f"{cfg.trait}.collection.csv",
              "sweep.csv": write_sweep_csv(frame, out / "sweep.csv"),
-             "monitor.csv": write_monitor_csv(monitor_path, out / "monitor.csv")}
+             "monitor.csv": write_monitor_csv(monitor_path, out / "monitor.csv", monitor_data)}
     results = build_results(trait=cfg.trait, model=cfg.model, judge=judge_label(cfg), meta=meta, layer=layer,
                             choice=choice, frame=frame, monitor_r=monitor_r,
-                            monitor_by_layer=layer_correlations(monitor_path),
+                            monitor_by_layer=layer_correlations(monitor_path, monitor_data),
                             collection=[read_collection_log(p) for p in sources], seconds=time.monotonic() - started)
     files["results.json"] = write_results(out / "results.json", results)
     report = write_run_report(out, cfg, vector, layer_note, results, pages, files, logs_root, sweep_path)

@@ -216,10 +216,13 @@ def write_monitor_report(log_path: str | Path, out: str | Path | None = None) ->
                       legends=_legends(scales))
 
 
-def _prompt_monitor_rows(log_path: str | Path) -> tuple[list[dict[str, Any]], dict]:
+MonitorFrame = tuple[list[dict[str, Any]], dict]  # what `monitor_frame` reads: rows and the eval's metadata
+
+
+def _prompt_monitor_rows(log_path: str | Path, frame: MonitorFrame | None = None) -> MonitorFrame:
     """The first `pv_monitor` entry of each sample of a `prompt_monitor` log: the headline layer's (the others are
-    those of `compare_layers`)."""
-    rows, meta = monitor_frame(log_path)
+    those of `compare_layers`). `frame`: the log as `monitor_frame` already read it."""
+    rows, meta = frame or monitor_frame(log_path)
     if meta.get("pv_task") != "prompt_monitor":
         raise ValueError(f"{log_path} is not a prompt_monitor log (run `inspect eval pv_harness/prompt_monitor`)")
     rows = [r for r in rows if r["monitor"] == 0]
@@ -228,33 +231,34 @@ def _prompt_monitor_rows(log_path: str | Path) -> tuple[list[dict[str, Any]], di
     return rows, meta
 
 
-def write_monitor_csv(log_path: str | Path, path: str | Path) -> Path:
+def write_monitor_csv(log_path: str | Path, path: str | Path, frame: MonitorFrame | None = None) -> Path:
     """One row per sample of a `prompt_monitor` log: its projections and judge scores (unscored: empty)."""
     import pandas as pd
 
     from pv_harness.atomic import atomic_write_text
 
-    rows, _ = _prompt_monitor_rows(log_path)
-    frame = pd.DataFrame([{
+    rows, _ = _prompt_monitor_rows(log_path, frame)
+    table = pd.DataFrame([{
         "sample": r["id"], "epoch": r["epoch"], "strength": r["metadata"].get("strength"),
         "question_id": r["metadata"].get("question_id"), "prompt_last": r["prompt_last"],
         "response_mean": r["mean"], "trait": r["trait_score"], "coherence": r["coherence"],
     } for r in rows], columns=MONITOR_CSV_COLUMNS)
-    return atomic_write_text(path, frame.to_csv(index=False))
+    return atomic_write_text(path, table.to_csv(index=False))
 
 
-def layer_correlations(log_path: str | Path) -> dict[int, Estimate]:
+def layer_correlations(log_path: str | Path, frame: MonitorFrame | None = None) -> dict[int, Estimate]:
     """Pearson r (last prompt token vs trait score) at every layer a `prompt_monitor` log monitored."""
     from pv_harness.estimates import correlation
 
-    rows, _ = monitor_frame(log_path)
+    rows, _ = frame or monitor_frame(log_path)
     layers = sorted({row["monitor"]: row["layer"] for row in rows}.items())  # the headline (monitor 0) first
     return {int(layer): correlation([r["prompt_last"] for r in rows if r["monitor"] == index],
                                     [r["trait_score"] for r in rows if r["monitor"] == index])
             for index, layer in layers}
 
 
-def write_prompt_monitor_report(log_path: str | Path, out: str | Path | None = None) -> tuple[Path, Estimate]:
+def write_prompt_monitor_report(log_path: str | Path, out: str | Path | None = None,
+                                frame: MonitorFrame | None = None) -> tuple[Path, Estimate]:
     """The last-prompt-token experiment's page; returns it with Pearson r (prompt_last vs trait score).
 
     The page: r with its n and Fisher z 95% interval, a scatter coloured by system-prompt strength, the mean
@@ -265,10 +269,11 @@ def write_prompt_monitor_report(log_path: str | Path, out: str | Path | None = N
     from pv_harness.estimates import correlation, mean_interval
     from pv_harness.reports.pages import figure_html, write_page
 
-    rows, meta = _prompt_monitor_rows(log_path)
+    frame = frame or monitor_frame(log_path)
+    rows, meta = _prompt_monitor_rows(log_path, frame)
     out = Path(out) if out else Path(str(log_path)).with_suffix(".prompt_monitor.html")
     r = correlation([row["prompt_last"] for row in rows], [row["trait_score"] for row in rows])
-    by_layer = layer_correlations(log_path)
+    by_layer = layer_correlations(log_path, frame)
     by_strength = {s: [row for row in rows if row["metadata"].get("strength") == s] for s in STRENGTH_COLOURS}
     fig = go.Figure()
     for strength, group in by_strength.items():
